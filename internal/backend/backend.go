@@ -1,0 +1,101 @@
+// Package backend is the seam between VM lifecycle verbs and the VMMs that run
+// guests. A backend starts a VM from a Spec and returns a Handle; the handle
+// operates the running VM. Callers never switch on the backend's type: they ask
+// Capabilities() and get a clear error for what is missing.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Capabilities says which optional verbs a backend supports.
+type Capabilities struct {
+	Pause         bool `json:"pause"`
+	Snapshot      bool `json:"snapshot"`
+	Vsock         bool `json:"vsock"`
+	TapNetworking bool `json:"tap_networking"`
+	Console       bool `json:"console"`
+}
+
+// Disk is one block device attached to the guest.
+type Disk struct {
+	ID       string // stable device id, e.g. "root", "config"
+	Path     string
+	Format   string // "raw" or "qcow2"
+	ReadOnly bool
+}
+
+// Spec is everything a backend needs to boot one VM. Paths are absolute.
+type Spec struct {
+	Name      string
+	Dir       string // per-VM directory owned by the VM: sockets, logs, overlays
+	Kernel    string
+	Initrd    string
+	Cmdline   string // extra kernel arguments appended to the backend's own
+	CPUs      int
+	MemoryMiB int
+	Disks     []Disk // in attach order; Disks[0] is the root disk
+	// RootImage is the immutable cached rootfs; the backend makes its own
+	// copy-on-write disk from it inside Dir and never writes the cached file.
+	RootImage string
+	ConfigISO string // config drive image (ext4), attached read-only
+	SerialLog string // where guest console output goes
+}
+
+// Handle operates one VM. Implementations must be usable from a fresh process:
+// everything they need is derived from the VM directory.
+type Handle interface {
+	// State reports what the VMM says about the VM right now.
+	State(ctx context.Context) (State, error)
+	// Stop asks the guest to shut down, waits up to timeout, then forces it.
+	Stop(ctx context.Context, timeout time.Duration) error
+	// Kill stops the VMM at once.
+	Kill(ctx context.Context) error
+	// DialAgent returns a fresh byte stream to the guest agent.
+	DialAgent(ctx context.Context) (net.Conn, error)
+}
+
+// Pauser is implemented by handles whose backend has Capabilities.Pause.
+type Pauser interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// State is the VMM's view of a VM.
+type State string
+
+const (
+	StateCreating State = "creating"
+	StateStarting State = "starting"
+	StateRunning  State = "running"
+	StatePaused   State = "paused"
+	StateStopping State = "stopping"
+	StateStopped  State = "stopped"
+	StateFailed   State = "failed"
+)
+
+// Backend starts VMs.
+type Backend interface {
+	Name() string
+	Capabilities() Capabilities
+	// Available probes the host and returns nil, or an error saying what is
+	// missing and how to fix it.
+	Available(ctx context.Context) error
+	// Start boots the VM described by spec. It returns once the VMM runs; the
+	// VM outlives the calling process. Waiting for the agent is the caller's job.
+	Start(ctx context.Context, spec Spec) (Handle, error)
+	// Open returns a handle for a VM this backend started earlier, given its dir.
+	Open(dir string) (Handle, error)
+}
+
+// ErrUnsupported is wrapped by errors for verbs a backend cannot do.
+var ErrUnsupported = errors.New("not supported by this backend")
+
+// Unsupported builds the error for a missing capability.
+func Unsupported(backendName, capability string) error {
+	return fmt.Errorf("backend %q does not support %s: %w", backendName, capability, ErrUnsupported)
+}
