@@ -1,0 +1,126 @@
+// Package config reads the user's config.toml. Decoding is strict: an unknown
+// key or a value of the wrong type is an error naming the file, line and key,
+// never a silent fallback to defaults. Nothing here creates the file: it is
+// written only by an explicit user action.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+// Config is config.toml. Zero values mean "not set" so that precedence
+// resolution can tell a user's choice from a default.
+type Config struct {
+	DefaultCPUs      int      `toml:"default_cpus" json:"default_cpus,omitempty"`
+	DefaultMemoryMiB int      `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
+	DefaultBackend   string   `toml:"default_backend" json:"default_backend,omitempty"`
+	DefaultImage     string   `toml:"default_image" json:"default_image,omitempty"`
+	BootTimeout      Duration `toml:"boot_timeout" json:"boot_timeout,omitempty"`
+	StopTimeout      Duration `toml:"stop_timeout" json:"stop_timeout,omitempty"`
+}
+
+// Built-in defaults, the last step of every precedence chain.
+const (
+	BuiltinCPUs        = 1
+	BuiltinMemoryMiB   = 256
+	BuiltinImage       = "minimal"
+	BuiltinBootTimeout = 3 * time.Minute
+	BuiltinStopTimeout = 20 * time.Second
+)
+
+// Duration is a time.Duration written as a Go duration string ("90s").
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (use e.g. \"90s\" or \"2m\")", b)
+	}
+	if v < 0 {
+		return fmt.Errorf("duration %q must not be negative", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Load reads path. A missing file is an empty config, not an error.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Config{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, b)
+}
+
+// Parse decodes config bytes; path is used in error messages only.
+func Parse(path string, b []byte) (*Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, describe(path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate checks value ranges.
+func (c *Config) Validate() error {
+	if c.DefaultCPUs < 0 || c.DefaultCPUs > 255 {
+		return fmt.Errorf("default_cpus = %d: must be between 1 and 255", c.DefaultCPUs)
+	}
+	if c.DefaultMemoryMiB < 0 || (c.DefaultMemoryMiB > 0 && c.DefaultMemoryMiB < 64) {
+		return fmt.Errorf("default_memory_mib = %d: must be at least 64", c.DefaultMemoryMiB)
+	}
+	return nil
+}
+
+// describe turns go-toml errors into "file:line: key: problem".
+func describe(path string, err error) error {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) && len(strict.Errors) > 0 {
+		var parts []string
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			parts = append(parts, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
+		}
+		return fmt.Errorf("%s (see 'mvmctl config show' for the known keys)", strings.Join(parts, "; "))
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		key := strings.Join(de.Key(), ".")
+		if key != "" {
+			return fmt.Errorf("%s:%d: key %q: %s", path, row, key, de.Error())
+		}
+		return fmt.Errorf("%s:%d: %s", path, row, de.Error())
+	}
+	return fmt.Errorf("%s: %w", path, err)
+}
+
+// Encode renders c as TOML (only the keys that are set).
+func (c *Config) Encode() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := toml.NewEncoder(&buf)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,70 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
+)
+
+// configDriveSize is small: the config is at most guestcfg.MaxSize.
+const configDriveSize = 4 << 20
+
+// WriteConfigDrive writes a small ext4 image labelled guestcfg.ConfigLabel
+// holding /mvm.json. The filesystem carries the ext4 read-only feature, so
+// the guest kernel mounts it read-only whatever the mount flags say. Needs
+// no root and no loop devices. path is replaced atomically.
+func WriteConfigDrive(ctx context.Context, path string, cfg *guestcfg.Config) error {
+	data, err := cfg.Encode()
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if len(data) > guestcfg.MaxSize {
+		return fmt.Errorf("config drive: config is %d bytes, limit %d", len(data), guestcfg.MaxSize)
+	}
+	tune2fs, err := lookTool("tune2fs", "e2fsprogs")
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	dir := filepath.Dir(path)
+	work, err := os.MkdirTemp(dir, ".config-drive-")
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	defer os.RemoveAll(work)
+	stage := filepath.Join(work, "stage")
+	if err := os.Mkdir(stage, 0o755); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(stage, guestcfg.FileName), data, 0o444); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	img := filepath.Join(work, "config.ext4")
+	err = makeExt4(ctx, mkfsSpec{
+		Dir:      stage,
+		Out:      img,
+		Label:    guestcfg.ConfigLabel,
+		UUID:     uuidFrom(hex.EncodeToString(sum[:])),
+		Size:     configDriveSize,
+		Features: "^has_journal",
+	})
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	// mke2fs refuses the read-only feature at creation; tune2fs can set it.
+	if err := run(ctx, append(os.Environ(), "LC_ALL=C"), tune2fs, "-O", "read-only", img); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if err := sealFile(img); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if err := os.Rename(img, path); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	return nil
+}

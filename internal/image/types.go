@@ -1,0 +1,69 @@
+// Package image builds bootable images (kernel, initramfs, root filesystem)
+// from recipes and keeps them content-addressed in the image cache. Cached
+// artifacts are immutable: VMs boot from a copy-on-write overlay of them.
+package image
+
+// builderVersion is mixed into every digest; bump it whenever the builder's
+// output for the same inputs changes.
+const builderVersion = "mvm-image-builder/1"
+
+// Artifacts is a built image in the cache. All paths are absolute.
+type Artifacts struct {
+	Name          string `json:"name"`           // recipe name, e.g. "minimal"
+	Digest        string `json:"digest"`         // "sha256:<hex>" over recipe + every input
+	Dir           string `json:"dir"`            // cache entry dir
+	Kernel        string `json:"kernel"`         // bzImage (vmlinuz)
+	KernelRelease string `json:"kernel_release"` // e.g. 6.1.0-56-cloud-amd64
+	Initrd        string `json:"initrd"`         // newc cpio, uncompressed
+	Rootfs        string `json:"rootfs"`         // ext4 labelled guestcfg.RootLabel; never modify
+	Console       bool   `json:"console"`        // image policy access.console
+	DefaultCPUs   int    `json:"default_cpus"`
+	DefaultMemMiB int    `json:"default_memory_mib"`
+}
+
+// BuildOptions tunes Ensure.
+type BuildOptions struct {
+	CacheDir  string             // images root, paths.Dirs.ImagesDir()
+	AgentPath string             // static mvm-agent binary to inject
+	Arch      string             // GOARCH of the guest; runtime.GOARCH if empty
+	Progress  func(stage string) // optional; short stage names
+}
+
+func (o BuildOptions) progress(stage string) {
+	if o.Progress != nil {
+		o.Progress(stage)
+	}
+}
+
+// Input is one file that went into a build, recorded in the manifest.
+type Input struct {
+	Role   string `json:"role"` // kernel, module, agent, busybox
+	Path   string `json:"path"`
+	SHA256 string `json:"sha256"`
+}
+
+// manifest is manifest.json in a cache entry. File names are relative to the
+// entry so the cache can move.
+type manifest struct {
+	Builder       string   `json:"builder"`
+	Name          string   `json:"name"`
+	Digest        string   `json:"digest"`
+	Arch          string   `json:"arch"`
+	Kernel        string   `json:"kernel"`
+	KernelRelease string   `json:"kernel_release"`
+	Initrd        string   `json:"initrd"`
+	Rootfs        string   `json:"rootfs"`
+	Modules       []string `json:"modules"` // load order
+	Console       bool     `json:"console"`
+	DefaultCPUs   int      `json:"default_cpus"`
+	DefaultMemMiB int      `json:"default_memory_mib"`
+	Inputs        []Input  `json:"inputs"`
+}
+
+// Cache entry file names.
+const (
+	kernelFile   = "vmlinuz"
+	initrdFile   = "initrd.img"
+	rootfsFile   = "rootfs.ext4"
+	manifestFile = "manifest.json"
+)

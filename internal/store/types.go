@@ -1,0 +1,36 @@
+// Package store keeps one authoritative record per VM: <state>/vms/<name>/vm.json,
+// written atomically (temp file, fsync, rename, fsync dir) under a per-VM
+// flock. The record holds what we decided; what is true right now (is the VMM
+// alive?) is reconciled by the vm package on every read.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Record is a VM's persisted state.
+type Record struct {
+	Name        string    `json:"name"`
+	State       string    `json:"state"`            // see backend.State
+	Reason      string    `json:"reason,omitempty"` // why failed/stopped
+	Backend     string    `json:"backend"`
+	Image       string    `json:"image"`
+	ImageDigest string    `json:"image_digest,omitempty"`
+	CPUs        int       `json:"cpus"`
+	MemoryMiB   int       `json:"memory_mib"`
+	PID         int       `json:"pid,omitempty"` // VMM process
+	Created     time.Time `json:"created"`
+	Started     time.Time `json:"started,omitzero"`
+	Dir         string    `json:"dir"`
+	// Sources says which precedence level supplied each resource (flag,
+	// config-file, recipe, user-config, default).
+	Sources map[string]string `json:"sources,omitempty"`
+}
+
+var (
+	// ErrNotFound is returned for a VM with no record.
+	ErrNotFound = errors.New("no such VM")
+	// ErrExists is returned when creating a VM whose name is taken.
+	ErrExists = errors.New("VM already exists")
+)
