@@ -1,0 +1,84 @@
+// Package qemu runs VMs on QEMU's microvm machine (x86_64; virt on arm64),
+// with KVM when a real probe says it works and TCG otherwise. A per-VM
+// supervisor process owns QEMU, so VMs outlive the CLI; everything a handle
+// needs is recorded in the VM directory.
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/kvmprobe"
+)
+
+// Name is the backend's canonical name.
+const Name = "qemu"
+
+// Backend starts QEMU VMs.
+type Backend struct{}
+
+var _ backend.Backend = (*Backend)(nil)
+
+func init() { backend.Register(&Backend{}) }
+
+// Name implements backend.Backend.
+func (*Backend) Name() string { return Name }
+
+// Capabilities implements backend.Backend. Vsock needs working KVM and the
+// host's vhost-vsock device; otherwise the agent is reached over virtio-serial.
+func (*Backend) Capabilities() backend.Capabilities {
+	return backend.Capabilities{
+		Pause:   true,
+		Console: true,
+		Vsock:   vsockUsable(context.Background()),
+	}
+}
+
+func vsockUsable(ctx context.Context) bool {
+	if ok, _ := kvmprobe.Probe(ctx); !ok {
+		return false
+	}
+	_, err := os.Stat(vhostVsock)
+	return err == nil
+}
+
+// Available implements backend.Backend: QEMU must be installed; KVM is optional.
+func (*Backend) Available(ctx context.Context) error {
+	a, ok := arches[runtime.GOARCH]
+	if !ok {
+		return fmt.Errorf("qemu backend: unsupported host architecture %s", runtime.GOARCH)
+	}
+	if _, err := exec.LookPath(a.Binary); err != nil {
+		return fmt.Errorf("qemu backend: %s not found (Debian/Ubuntu: apt install %s)", a.Binary, debPackage())
+	}
+	return nil
+}
+
+func debPackage() string {
+	if runtime.GOARCH == "arm64" {
+		return "qemu-system-arm"
+	}
+	return "qemu-system-x86"
+}
+
+// Accelerator reports what Start would use and why, for doctor.
+func Accelerator(ctx context.Context) (accel, reason string) {
+	ok, why := kvmprobe.Probe(ctx)
+	if ok {
+		return "kvm", why
+	}
+	return "tcg", why
+}
+
+// Open implements backend.Backend.
+func (*Backend) Open(dir string) (backend.Handle, error) {
+	rec, err := readRecord(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open qemu vm %s: %w", dir, err)
+	}
+	return &Handle{dir: dir, rec: rec}, nil
+}

@@ -1,0 +1,237 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/guestcfg"
+	"github.com/mvm-dev/mvm/internal/kvmprobe"
+	"github.com/mvm-dev/mvm/internal/qmp"
+	"github.com/mvm-dev/mvm/internal/supervisor"
+)
+
+// startTimeout bounds Start when ctx has no deadline.
+const startTimeout = 60 * time.Second
+
+// maxSockPath is the usable length of a unix socket path (sun_path minus NUL).
+const maxSockPath = 107
+
+// Start implements backend.Backend.
+func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle, error) {
+	h, err := b.start(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start %s on qemu: %w", spec.Name, err)
+	}
+	return h, nil
+}
+
+func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	dir := spec.Dir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if vmRunning(dir) {
+		return nil, fmt.Errorf("a VM is already running in %s", dir)
+	}
+	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if p := filepath.Join(dir, serialSock); len(p) > maxSockPath {
+		return nil, fmt.Errorf("VM directory path too long for unix sockets (%d > %d bytes): %s", len(p), maxSockPath, dir)
+	}
+
+	disks, err := resolveDisks(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	kvm, _ := kvmprobe.Probe(ctx)
+	l := launch{
+		Arch: runtime.GOARCH, Name: spec.Name, KVM: kvm, ACPI: true,
+		Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
+		CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Disks: disks,
+		SerialLog: spec.SerialLog,
+		QMPSock:   filepath.Join(dir, qmpSock), PidFile: filepath.Join(dir, qemuPid),
+		Transport: guestcfg.TransportSerial, SerialSock: filepath.Join(dir, serialSock),
+	}
+	if l.CPUs <= 0 {
+		l.CPUs = 1
+	}
+	if l.MemoryMiB <= 0 {
+		l.MemoryMiB = 512
+	}
+	if !kvm {
+		l.TSCKHz = hostTSCKHz()
+	}
+	if vsockUsable(ctx) {
+		cid, err := allocateCID(dir)
+		if err != nil {
+			return nil, err
+		}
+		l.Transport, l.CID = guestcfg.TransportVsock, cid
+	}
+	argv, err := buildArgv(l)
+	if err != nil {
+		return nil, err
+	}
+	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: "tcg", Argv: argv}
+	if kvm {
+		rec.Accel = "kvm"
+	}
+	if err := writeRecord(dir, rec); err != nil {
+		return nil, fmt.Errorf("write %s: %w", stateFile, err)
+	}
+	cfg := supervisor.Config{
+		Argv:      argv,
+		VMMLog:    filepath.Join(dir, qemuLog),
+		QMPSocket: l.QMPSock,
+	}
+	if l.Transport == guestcfg.TransportSerial {
+		cfg.SerialSock = l.SerialSock
+		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
+	}
+	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {
+		return nil, err
+	}
+	h := &Handle{dir: dir, rec: rec}
+	if err := h.waitRunning(ctx); err != nil {
+		h.Kill(context.Background())
+		return nil, err
+	}
+	return h, nil
+}
+
+func checkSpec(s backend.Spec) error {
+	if s.Dir == "" || !filepath.IsAbs(s.Dir) {
+		return fmt.Errorf("VM directory must be an absolute path, got %q", s.Dir)
+	}
+	for what, p := range map[string]string{"kernel": s.Kernel, "initrd": s.Initrd, "config drive": s.ConfigISO} {
+		if p == "" {
+			if what == "kernel" {
+				return errors.New("no kernel given")
+			}
+			continue
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+	}
+	return nil
+}
+
+// resolveDisks returns the drives to attach: the VM's own overlay of
+// RootImage first, then the spec's other disks, then the read-only config
+// drive. A spec disk pointing at RootImage is replaced by the overlay, so the
+// cached image is never attached.
+func resolveDisks(ctx context.Context, spec backend.Spec) ([]backend.Disk, error) {
+	var disks []backend.Disk
+	if spec.RootImage != "" {
+		path, format, err := rootOverlay(ctx, spec.RootImage, spec.Dir)
+		if err != nil {
+			return nil, err
+		}
+		disks = append(disks, backend.Disk{ID: "root", Path: path, Format: format})
+	}
+	for _, d := range spec.Disks {
+		if spec.RootImage != "" && (d.Path == spec.RootImage || d.ID == "root") {
+			continue
+		}
+		disks = append(disks, d)
+	}
+	if spec.ConfigISO != "" {
+		disks = append(disks, backend.Disk{ID: "config", Path: spec.ConfigISO, Format: "raw", ReadOnly: true})
+	}
+	seen := map[string]bool{}
+	for i, d := range disks {
+		if d.ID == "" {
+			disks[i].ID = fmt.Sprintf("disk%d", i)
+		}
+		if seen[disks[i].ID] {
+			return nil, fmt.Errorf("duplicate disk id %q", disks[i].ID)
+		}
+		seen[disks[i].ID] = true
+	}
+	return disks, nil
+}
+
+// waitRunning returns once QMP answers query-status, or fails with the tail
+// of QEMU's log when QEMU or the supervisor exits first.
+func (h *Handle) waitRunning(ctx context.Context) error {
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	sawSupervisor := false
+	for {
+		if ex, err := supervisor.ReadExit(h.dir); err == nil {
+			return fmt.Errorf("qemu exited during start (code %d%s): %s", ex.Code, sigSuffix(ex), h.logTail())
+		}
+		if p, err := supervisor.ReadPids(h.dir); err == nil {
+			sawSupervisor = true
+			if !p.Supervisor.Alive() && !p.VMM.Alive() {
+				return fmt.Errorf("supervisor died during start: %s", h.logTail())
+			}
+			if p.VMM.Pid != 0 {
+				if st, err := h.status(ctx); err == nil && st.Status != "" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if !sawSupervisor {
+				return fmt.Errorf("supervisor did not start (see %s): %w", filepath.Join(h.dir, supervisor.LogFile), ctx.Err())
+			}
+			return fmt.Errorf("qemu did not answer QMP: %w: %s", ctx.Err(), h.logTail())
+		case <-tick.C:
+		}
+	}
+}
+
+func (h *Handle) status(ctx context.Context) (qmp.Status, error) {
+	c, err := qmp.Dial(ctx, filepath.Join(h.dir, qmpSock))
+	if err != nil {
+		return qmp.Status{}, err
+	}
+	defer c.Close()
+	return c.QueryStatus(ctx)
+}
+
+func sigSuffix(ex supervisor.Exit) string {
+	if ex.Signal != "" {
+		return ", " + ex.Signal
+	}
+	if ex.Error != "" {
+		return ", " + ex.Error
+	}
+	return ""
+}
+
+// logTail returns the last lines of qemu.log for error messages.
+func (h *Handle) logTail() string {
+	b, err := os.ReadFile(filepath.Join(h.dir, qemuLog))
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return "qemu.log is empty"
+	}
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 10 {
+		lines = lines[len(lines)-10:]
+	}
+	return "qemu.log: " + strings.Join(lines, " | ")
+}

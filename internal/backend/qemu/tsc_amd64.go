@@ -1,0 +1,3 @@
+package qemu
+
+func rdtsc() uint64

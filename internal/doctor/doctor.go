@@ -1,0 +1,193 @@
+// Package doctor inspects the host and explains what mvm can run here and
+// why: every check says what it found and, when something is missing, how to
+// fix it.
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mvm-dev/mvm/internal/image"
+	"github.com/mvm-dev/mvm/internal/kvmprobe"
+	"github.com/mvm-dev/mvm/internal/paths"
+)
+
+// Status of one check.
+type Status string
+
+const (
+	OK   Status = "ok"
+	Warn Status = "warn" // works, but slower or with less
+	Fail Status = "fail" // something mvm needs is missing
+)
+
+// Check is one finding.
+type Check struct {
+	Name   string `json:"name"`
+	Status Status `json:"status"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+// Report is the whole diagnosis.
+type Report struct {
+	Checks []Check `json:"checks"`
+	OK     bool    `json:"ok"` // no check failed
+}
+
+// Options carries what the checks need from the caller.
+type Options struct {
+	Dirs      paths.Dirs
+	FindAgent func() (string, error)
+}
+
+// Run performs every check. It never fails: problems become checks.
+func Run(ctx context.Context, o Options) Report {
+	var r Report
+	add := func(c Check) { r.Checks = append(r.Checks, c) }
+	add(qemuCheck(ctx))
+	add(toolCheck("qemu-img", "copy-on-write VM disks", "apt-get install qemu-utils", Warn, "without it each VM gets a full copy of the root disk"))
+	add(kvmCheck(ctx))
+	add(kernelCheck())
+	add(toolCheck("busybox", "the minimal image's userland", "apt-get install busybox-static", Fail, ""))
+	add(toolCheck("mkfs.ext4", "building ext4 root and config disks", "apt-get install e2fsprogs", Fail, ""))
+	add(toolCheck("debugfs", "reproducible image timestamps", "apt-get install e2fsprogs", Fail, ""))
+	add(agentCheck(o.FindAgent))
+	add(diskCheck(o.Dirs.Cache, "cache"))
+	add(diskCheck(o.Dirs.State, "state"))
+	r.OK = true
+	for _, c := range r.Checks {
+		if c.Status == Fail {
+			r.OK = false
+		}
+	}
+	return r
+}
+
+func qemuBinary() string {
+	if runtime.GOARCH == "arm64" {
+		return "qemu-system-aarch64"
+	}
+	return "qemu-system-x86_64"
+}
+
+func qemuCheck(ctx context.Context) Check {
+	bin := qemuBinary()
+	c := Check{Name: "qemu"}
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		c.Status, c.Detail = Fail, bin+" not found on PATH"
+		c.Fix = "apt-get install qemu-system-x86 (or run scripts/setup.sh)"
+		if runtime.GOARCH == "arm64" {
+			c.Fix = "apt-get install qemu-system-arm (or run scripts/setup.sh)"
+		}
+		return c
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, p, "--version").Output()
+	if err != nil {
+		c.Status, c.Detail, c.Fix = Fail, fmt.Sprintf("%s --version failed: %v", p, err), "reinstall QEMU"
+		return c
+	}
+	c.Status, c.Detail = OK, fmt.Sprintf("%s: %s", p, strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	return c
+}
+
+func kvmCheck(ctx context.Context) Check {
+	c := Check{Name: "kvm"}
+	usable, reason := kvmprobe.Probe(ctx)
+	if usable {
+		c.Status, c.Detail = OK, "KVM runs guests: "+reason+"; VMs use hardware acceleration"
+		return c
+	}
+	c.Status = Warn
+	c.Detail = "KVM not usable (" + reason + "); VMs run under QEMU TCG software emulation: slower, but real"
+	if _, err := os.Stat(kvmprobe.Device); err != nil {
+		c.Fix = "enable virtualization in firmware or the hypervisor and load kvm_intel/kvm_amd; or use the Docker backend"
+	} else {
+		c.Fix = "this host exposes /dev/kvm but cannot run a guest on it (nested or restricted virtualization); nothing to do unless you need speed"
+	}
+	return c
+}
+
+func kernelCheck() Check {
+	c := Check{Name: "guest kernel"}
+	p, rel, err := image.HostKernel(runtime.GOARCH)
+	if err != nil {
+		c.Status, c.Detail = Fail, err.Error()
+		c.Fix = "apt-get install linux-image-cloud-" + map[string]string{"amd64": "amd64", "arm64": "arm64"}[runtime.GOARCH]
+		return c
+	}
+	c.Status, c.Detail = OK, fmt.Sprintf("%s (release %s, modules in /lib/modules/%s)", p, rel, rel)
+	return c
+}
+
+func toolCheck(bin, purpose, fix string, missing Status, consequence string) Check {
+	c := Check{Name: bin}
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		c.Status, c.Detail, c.Fix = missing, fmt.Sprintf("%s not found (needed for %s)", bin, purpose), fix
+		if consequence != "" {
+			c.Detail += "; " + consequence
+		}
+		return c
+	}
+	c.Status, c.Detail = OK, fmt.Sprintf("%s (%s)", p, purpose)
+	return c
+}
+
+func agentCheck(find func() (string, error)) Check {
+	c := Check{Name: "mvm-agent"}
+	if find == nil {
+		c.Status, c.Detail = Warn, "not checked"
+		return c
+	}
+	p, err := find()
+	if err != nil {
+		c.Status, c.Detail, c.Fix = Fail, err.Error(), "make build"
+		return c
+	}
+	c.Status, c.Detail = OK, p+" (static guest agent)"
+	return c
+}
+
+// diskCheck warns under 2 GiB free and fails under 512 MiB where mvm writes.
+func diskCheck(dir, what string) Check {
+	c := Check{Name: "disk space (" + what + ")"}
+	probe := dir
+	for {
+		if _, err := os.Stat(probe); err == nil {
+			break
+		}
+		parent := probe[:max(strings.LastIndex(probe, "/"), 1)]
+		if parent == probe {
+			break
+		}
+		probe = parent
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(probe, &st); err != nil {
+		c.Status, c.Detail = Warn, fmt.Sprintf("cannot stat %s: %v", probe, err)
+		return c
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	gib := float64(free) / (1 << 30)
+	c.Detail = fmt.Sprintf("%.1f GiB free for %s (%s)", gib, dir, what)
+	switch {
+	case free < 512<<20:
+		c.Status, c.Fix = Fail, "free space or point MVM_"+strings.ToUpper(what)+"_DIR elsewhere"
+	case free < 2<<30:
+		c.Status, c.Fix = Warn, "images and VM disks need a few GiB; free some space"
+	default:
+		c.Status = OK
+	}
+	return c
+}

@@ -1,0 +1,89 @@
+package supervisor
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Files inside the VM directory.
+const (
+	ConfigFile = "supervisor.json" // written by Launch
+	PidsFile   = "pids.json"       // supervisor and QEMU identities
+	ExitFile   = "exit.json"       // QEMU's exit status
+	LogFile    = "supervisor.log"
+	AgentSock  = "agent.sock" // relayed agent connections (virtio-serial transport)
+)
+
+// Config is what Launch hands the supervisor, through ConfigFile rather than argv.
+type Config struct {
+	Argv       []string `json:"argv"`        // VMM command line, argv[0] is the binary
+	VMMLog     string   `json:"vmm_log"`     // VMM stdout+stderr
+	QMPSocket  string   `json:"qmp_socket"`  // used to ask QEMU to quit
+	SerialSock string   `json:"serial_sock"` // chardev socket of the agent port; empty: no relay
+	AgentSock  string   `json:"agent_sock"`  // where host connections are accepted
+}
+
+// Pids records who runs the VM.
+type Pids struct {
+	Supervisor Proc `json:"supervisor"`
+	VMM        Proc `json:"vmm"`
+}
+
+// Exit records how the VMM ended.
+type Exit struct {
+	Code   int       `json:"code"`
+	Signal string    `json:"signal,omitempty"`
+	Error  string    `json:"error,omitempty"` // the VMM could not be started
+	Time   time.Time `json:"time"`
+}
+
+// ReadPids loads PidsFile from dir.
+func ReadPids(dir string) (Pids, error) {
+	var p Pids
+	return p, readJSON(filepath.Join(dir, PidsFile), &p)
+}
+
+// ReadExit loads ExitFile from dir.
+func ReadExit(dir string) (Exit, error) {
+	var e Exit
+	return e, readJSON(filepath.Join(dir, ExitFile), &e)
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeJSON replaces path atomically so readers never see half a file.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

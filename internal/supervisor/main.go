@@ -1,0 +1,187 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/qmp"
+)
+
+// Grace periods when the supervisor is told to stop.
+const (
+	quitGrace = 10 * time.Second // after QMP quit
+	termGrace = 3 * time.Second  // after SIGTERM to the VMM
+)
+
+// Main runs the supervisor for the VM directory args[0] and returns the
+// process exit code. Logs go to stderr, which Launch points at LogFile.
+func Main(args []string) int {
+	// Keep the long-lived process small: it holds a few buffers at most.
+	debug.SetGCPercent(50)
+	syscall.Umask(0o077)
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(args) != 1 {
+		log.Error("usage: " + Arg + " <vm-dir>")
+		return 2
+	}
+	if err := run(args[0], log); err != nil {
+		log.Error("supervisor failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func run(dir string, log *slog.Logger) error {
+	var cfg Config
+	if err := readJSON(filepath.Join(dir, ConfigFile), &cfg); err != nil {
+		return err
+	}
+	if len(cfg.Argv) == 0 {
+		return errors.New("config has no VMM command line")
+	}
+	self, err := ReadProc(os.Getpid())
+	if err != nil {
+		return err
+	}
+	pids := Pids{Supervisor: self}
+	if err := writeJSON(filepath.Join(dir, PidsFile), pids); err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+
+	// Pdeathsig fires when the thread that forked the child exits, not the
+	// process; pin this goroutine to its thread for the supervisor's life.
+	runtime.LockOSThread()
+	vmm, err := startVMM(cfg)
+	if err != nil {
+		writeJSON(filepath.Join(dir, ExitFile), Exit{Code: -1, Error: err.Error(), Time: time.Now()})
+		return err
+	}
+	if pids.VMM, err = ReadProc(vmm.Process.Pid); err != nil {
+		log.Warn("read vmm identity", "err", err) // it exited already; Wait reports how
+		pids.VMM = Proc{Pid: vmm.Process.Pid}
+	}
+	if err := writeJSON(filepath.Join(dir, PidsFile), pids); err != nil {
+		log.Warn("write pids", "err", err)
+	}
+	log.Info("vmm started", "pid", vmm.Process.Pid, "argv0", cfg.Argv[0])
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if cfg.SerialSock != "" {
+		r := &relay{serial: cfg.SerialSock, agent: cfg.AgentSock, log: log}
+		if err := r.listen(); err != nil {
+			log.Error("agent relay disabled", "err", err)
+		} else {
+			go r.run(ctx)
+		}
+	}
+
+	waited := make(chan error, 1)
+	go func() { waited <- vmm.Wait() }()
+	var werr error
+	select {
+	case werr = <-waited:
+	case sig := <-sigs:
+		log.Info("stopping vmm", "signal", sig.String())
+		werr = stopVMM(cfg, pids.VMM, waited, log)
+	}
+	cancel()
+	ex := exitOf(vmm.ProcessState, werr)
+	log.Info("vmm exited", "code", ex.Code, "signal", ex.Signal)
+	if cfg.AgentSock != "" {
+		os.Remove(cfg.AgentSock)
+	}
+	for _, s := range []string{cfg.SerialSock, cfg.QMPSocket} {
+		if s != "" {
+			os.Remove(s)
+		}
+	}
+	return writeJSON(filepath.Join(dir, ExitFile), ex)
+}
+
+func startVMM(cfg Config) (*exec.Cmd, error) {
+	out, err := os.OpenFile(cfg.VMMLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open vmm log: %w", err)
+	}
+	defer out.Close()
+	cmd := exec.Command(cfg.Argv[0], cfg.Argv[1:]...)
+	cmd.Stdout, cmd.Stderr = out, out
+	// Own process group, so a signal meant for the supervisor's session
+	// never reaches QEMU by accident and we can signal QEMU's group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", cfg.Argv[0], err)
+	}
+	return cmd, nil
+}
+
+// stopVMM asks QEMU to quit over QMP, then escalates to SIGTERM and SIGKILL.
+func stopVMM(cfg Config, vmm Proc, waited <-chan error, log *slog.Logger) error {
+	if cfg.QMPSocket != "" && quitQMP(cfg.QMPSocket, log) {
+		select {
+		case err := <-waited:
+			return err
+		case <-time.After(quitGrace):
+		}
+	}
+	if err := vmm.Signal(syscall.SIGTERM); err != nil {
+		log.Warn("sigterm vmm", "err", err)
+	}
+	select {
+	case err := <-waited:
+		return err
+	case <-time.After(termGrace):
+	}
+	if err := vmm.Signal(syscall.SIGKILL); err != nil {
+		log.Warn("sigkill vmm", "err", err)
+	}
+	return <-waited
+}
+
+func exitOf(ps *os.ProcessState, werr error) Exit {
+	ex := Exit{Time: time.Now().UTC()}
+	if ps == nil {
+		ex.Code = -1
+		if werr != nil {
+			ex.Error = werr.Error()
+		}
+		return ex
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		ex.Code = 128 + int(ws.Signal())
+		ex.Signal = ws.Signal().String()
+		return ex
+	}
+	ex.Code = ps.ExitCode()
+	return ex
+}
+
+// quitQMP sends quit and reports whether QEMU got it.
+func quitQMP(sock string, log *slog.Logger) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := qmp.Dial(ctx, sock)
+	if err != nil {
+		log.Warn("qmp unreachable", "err", err)
+		return false
+	}
+	defer c.Close()
+	if err := c.Quit(ctx); err != nil {
+		log.Debug("qmp quit", "err", err) // QEMU may close before replying
+	}
+	return true
+}

@@ -1,0 +1,237 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/transport/serialmux"
+)
+
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == Arg {
+		os.Exit(Main(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func TestParseStartTime(t *testing.T) {
+	line := "1234 (qemu (evil) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 987654 1000 100 18446744073709551615"
+	got, err := parseStartTime([]byte(line))
+	if err != nil || got != 987654 {
+		t.Fatalf("got %d, %v", got, err)
+	}
+	for _, bad := range []string{"", "1 (x S 1", "1 (x) S 1 2 3"} {
+		if _, err := parseStartTime([]byte(bad)); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	self, err := ReadProc(os.Getpid())
+	if err != nil || !self.Alive() {
+		t.Fatalf("self %+v alive=%v err=%v", self, self.Alive(), err)
+	}
+	if (Proc{Pid: self.Pid, Start: self.Start + 1}).Alive() {
+		t.Fatal("a different start time must not count as the same process")
+	}
+}
+
+// fakeGuest stands in for QEMU's chardev socket plus the guest agent: it
+// accepts one chardev connection at a time and serves a yamux session that
+// echoes each stream with a prefix naming the boot it belongs to.
+type fakeGuest struct {
+	ln    net.Listener
+	conns chan net.Conn
+}
+
+func newFakeGuest(t *testing.T, path string) *fakeGuest {
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeGuest{ln: ln, conns: make(chan net.Conn, 4)}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for boot := 1; ; boot++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g.conns <- c
+			sess, err := serialmux.Server(c)
+			if err != nil {
+				return
+			}
+			prefix := []byte{byte('0' + boot)}
+			go func() {
+				for {
+					st, err := sess.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer st.Close()
+						b, _ := io.ReadAll(st)
+						st.Write(append(prefix, b...))
+					}()
+				}
+			}()
+		}
+	}()
+	return g
+}
+
+func roundTrip(t *testing.T, sock, msg string) string {
+	t.Helper()
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(15 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.UnixConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestRelayEchoAndReconnect(t *testing.T) {
+	dir := t.TempDir()
+	serial := filepath.Join(dir, "serial-agent.sock")
+	agent := filepath.Join(dir, AgentSock)
+	g := newFakeGuest(t, serial)
+	r := &relay{serial: serial, agent: agent, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := r.listen(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(agent); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent socket mode: %v %v", fi, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+
+	// Concurrent connections each get their own stream.
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			msg := strings.Repeat(string(rune('a'+i)), 100000)
+			if got := roundTrip(t, agent, msg); got != "1"+msg {
+				errs <- errors.New("bad echo")
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The guest "reboots": its end of the chardev drops. The relay must
+	// reconnect and serve new connections over a new session.
+	r.mu.Lock()
+	old := r.sess
+	r.mu.Unlock()
+	(<-g.conns).Close()
+	// A connection racing the reboot may be dropped (as a real one would be);
+	// wait until the relay has a new session.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		cur := r.sess
+		r.mu.Unlock()
+		if cur != nil && cur != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay did not reconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := roundTrip(t, agent, "hi"); got != "2hi" {
+		t.Fatalf("after reconnect got %q", got)
+	}
+}
+
+func waitFile(t *testing.T, path string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within %v", path, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestLaunchRecordsExit(t *testing.T) {
+	dir := t.TempDir()
+	pid, err := Launch(context.Background(), dir, Config{
+		Argv:   []string{"/bin/sh", "-c", "echo booting; exit 3"},
+		VMMLog: filepath.Join(dir, "qemu.log"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, ExitFile), 10*time.Second)
+	ex, err := ReadExit(dir)
+	if err != nil || ex.Code != 3 {
+		t.Fatalf("exit = %+v, %v", ex, err)
+	}
+	pids, err := ReadPids(dir)
+	if err != nil || pids.Supervisor.Pid != pid || pids.VMM.Pid == 0 {
+		t.Fatalf("pids = %+v, %v (launched %d)", pids, err, pid)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "qemu.log")); !bytes.Contains(b, []byte("booting")) {
+		t.Fatalf("vmm log = %q", b)
+	}
+}
+
+func TestLaunchSIGTERMStopsVMM(t *testing.T) {
+	dir := t.TempDir()
+	pid, err := Launch(context.Background(), dir, Config{
+		Argv:      []string{"/bin/sleep", "60"},
+		VMMLog:    filepath.Join(dir, "qemu.log"),
+		QMPSocket: filepath.Join(dir, "no-qmp.sock"), // unreachable: escalate to signals
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	var pids Pids
+	for pids.VMM.Pid == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("vmm pid never recorded")
+		}
+		time.Sleep(20 * time.Millisecond)
+		pids, _ = ReadPids(dir)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, ExitFile), 15*time.Second)
+	ex, _ := ReadExit(dir)
+	if ex.Signal == "" {
+		t.Fatalf("exit = %+v, want a signal", ex)
+	}
+	if pids.VMM.Alive() {
+		t.Fatal("vmm still alive")
+	}
+}
