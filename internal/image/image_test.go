@@ -329,7 +329,7 @@ func TestEnsureErrors(t *testing.T) {
 		opts        BuildOptions
 		wantErr     string
 	}{
-		{"unknown", "nope", BuildOptions{CacheDir: t.TempDir()}, "known: minimal"},
+		{"unknown", "nope", BuildOptions{CacheDir: t.TempDir()}, "unknown image \"nope\""},
 		{"no cache dir", "minimal", BuildOptions{AgentPath: "/bin/busybox"}, "cache directory"},
 		{"no agent", "minimal", BuildOptions{CacheDir: t.TempDir()}, "agent binary path"},
 		{"cross arch", "minimal", BuildOptions{CacheDir: t.TempDir(), AgentPath: "/x", Arch: "riscv64"}, "not supported"},
@@ -352,7 +352,70 @@ func TestEnsureErrors(t *testing.T) {
 }
 
 func TestKnown(t *testing.T) {
-	if got := strings.Join(Known(), ","); got != "minimal" {
+	if got := strings.Join(Known(), ","); got != "http,minimal,postgres,python,worker" {
 		t.Errorf("Known() = %s", got)
+	}
+}
+
+func TestEnsureHTTPAndLocalRecipe(t *testing.T) {
+	agent := needBuildTools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cache := filepath.Join(t.TempDir(), "images")
+	a, err := Ensure(ctx, "http", BuildOptions{CacheDir: cache, AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsck(t, a.Rootfs)
+	var sv GuestService
+	if err := json.Unmarshal([]byte(debugfs(t, a.Rootfs, "cat /etc/mvm/services.d/httpd.json")), &sv); err != nil ||
+		sv.Name != "httpd" || sv.User != "root" || strings.Join(sv.Command, " ") != "/bin/httpd -f -p 80 -h /srv/www" {
+		t.Errorf("service %+v, %v", sv, err)
+	}
+	var hc GuestHealthCheck
+	if err := json.Unmarshal([]byte(debugfs(t, a.Rootfs, "cat /etc/mvm/health.d/http.json")), &hc); err != nil ||
+		hc.IntervalMS != 5000 || hc.TimeoutMS != 2000 {
+		t.Errorf("health %+v, %v", hc, err)
+	}
+	if s := debugfs(t, a.Rootfs, "cat /srv/www/index.html"); !strings.Contains(s, "It works") {
+		t.Errorf("index.html = %q", s)
+	}
+
+	// A recipe file with a src file next to it; the src content is an input.
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "hello.sh"), "#!/bin/sh\necho hello\n")
+	mustWrite(t, filepath.Join(dir, "r.toml"), `name = "local"
+[[files]]
+path = "/usr/local/bin/hello"
+src = "hello.sh"
+mode = "4755"
+[env]
+B = "2"
+A = "1"
+`)
+	r, err := LoadRecipe(filepath.Join(dir, "r.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := EnsureRecipe(ctx, r, BuildOptions{CacheDir: cache, AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsck(t, b.Rootfs)
+	if s := debugfs(t, b.Rootfs, "stat /usr/local/bin/hello"); !strings.Contains(s, "Mode:  04755") {
+		t.Errorf("setuid mode lost:\n%s", s)
+	}
+	var gi GuestImage
+	if err := json.Unmarshal([]byte(debugfs(t, b.Rootfs, "cat /etc/mvm/image.json")), &gi); err != nil ||
+		gi.Name != "local" || strings.Join(gi.Env, ",") != "A=1,B=2" {
+		t.Errorf("image.json %+v, %v", gi, err)
+	}
+	mustWrite(t, filepath.Join(dir, "hello.sh"), "#!/bin/sh\necho changed\n")
+	c, err := EnsureRecipe(ctx, r, BuildOptions{CacheDir: cache, AgentPath: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Digest == b.Digest {
+		t.Error("changing a src file kept the digest")
 	}
 }

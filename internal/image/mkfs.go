@@ -48,6 +48,8 @@ type mkfsSpec struct {
 	// and rewrites owner and times of every inode in Paths afterwards.
 	Reproducible bool
 	Paths        []string // absolute in-image paths to normalise ("/", "/bin/sh", ...)
+	// Owners are the paths in Paths owned by someone other than root:root.
+	Owners map[string]owner
 }
 
 // lookTool finds an e2fsprogs/system tool, also in the sbin directories a
@@ -118,7 +120,7 @@ func makeExt4(ctx context.Context, s mkfsSpec) error {
 		return fmt.Errorf("mkfs.ext4 %s: %w", s.Out, err)
 	}
 	if s.Reproducible {
-		if err := normaliseInodes(ctx, s.Out, s.Paths, frozen, env); err != nil {
+		if err := normaliseInodes(ctx, s.Out, s.Paths, s.Owners, frozen, env); err != nil {
 			return err
 		}
 	}
@@ -129,19 +131,27 @@ func makeExt4(ctx context.Context, s mkfsSpec) error {
 // given paths. mke2fs copies uid/gid, atime and ctime from the staging tree;
 // ctime cannot be set from user space and atime moves when mke2fs reads the
 // files, so they are rewritten in the image with debugfs.
-func normaliseInodes(ctx context.Context, img string, paths []string, frozen bool, env []string) error {
+func normaliseInodes(ctx context.Context, img string, paths []string, owners map[string]owner, frozen bool, env []string) error {
 	debugfs, err := lookTool("debugfs", "e2fsprogs")
 	if err != nil {
 		return err
 	}
 	ts := "@" + strconv.FormatInt(fixedTime.Unix(), 10)
 	var script bytes.Buffer
+	done := make(map[string]bool, len(paths))
 	for _, p := range paths {
-		if p == "" || p[0] != '/' || strings.ContainsAny(p, " \t\n\"'\\") {
+		if done[p] {
+			continue
+		}
+		done[p] = true
+		// debugfs takes double-quoted arguments; it has no escapes.
+		if p == "" || p[0] != '/' || strings.ContainsAny(p, "\t\n\r\"\\") {
 			return fmt.Errorf("normalise %s: unsupported path %q", img, p)
 		}
-		for _, f := range []string{"uid 0", "gid 0", "atime " + ts, "ctime " + ts, "mtime " + ts, "crtime " + ts} {
-			fmt.Fprintf(&script, "sif %s %s\n", p, f)
+		o := owners[p]
+		for _, f := range []string{"uid " + strconv.Itoa(o.uid), "gid " + strconv.Itoa(o.gid),
+			"atime " + ts, "ctime " + ts, "mtime " + ts, "crtime " + ts} {
+			fmt.Fprintf(&script, "sif \"%s\" %s\n", p, f)
 		}
 	}
 	cmds, err := os.CreateTemp("", "mvm-debugfs-*.cmds")

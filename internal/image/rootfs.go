@@ -62,9 +62,10 @@ func busyboxApplets(ctx context.Context, busybox string) ([]string, error) {
 
 // stager builds the rootfs staging tree and remembers every path in it.
 type stager struct {
-	root  string
-	paths []string // in-image absolute paths
-	bytes int64    // disk use estimate
+	root   string
+	paths  []string         // in-image absolute paths
+	owners map[string]owner // paths not owned by root:root
+	bytes  int64            // disk use estimate
 }
 
 func (s *stager) note(p string, size int64) {
@@ -139,7 +140,7 @@ func stageMinimal(ctx context.Context, root, busybox, agent string) (*stager, er
 	if err != nil {
 		return nil, err
 	}
-	s := &stager{root: root}
+	s := &stager{root: root, owners: map[string]owner{}}
 	s.note("/", 0)
 	dirs := []struct {
 		p    string
@@ -196,15 +197,32 @@ func stageMinimal(ctx context.Context, root, busybox, agent string) (*stager, er
 	return s, nil
 }
 
-// buildRootfs stages and formats the minimal root filesystem at dst.
-func buildRootfs(ctx context.Context, dst, workDir, busybox, agent, digestHex string, freeMiB int64) error {
+// buildRootfs stages the recipe's root filesystem and formats it at dst.
+func buildRootfs(ctx context.Context, dst, workDir, digestHex string, r *Recipe, in *inputs) error {
 	stage := filepath.Join(workDir, "rootfs")
 	if err := os.Mkdir(stage, 0o755); err != nil {
 		return fmt.Errorf("stage rootfs: %w", err)
 	}
 	defer os.RemoveAll(stage)
-	s, err := stageMinimal(ctx, stage, busybox, agent)
+	var (
+		s   *stager
+		err error
+	)
+	switch r.Rootfs.Source {
+	case RootfsMinimal:
+		s, err = stageMinimal(ctx, stage, in.busybox, in.agent)
+	case RootfsDebian:
+		s, err = stageTarball(ctx, stage, in.base.Path)
+		if err == nil {
+			err = addAgent(s, in.agent)
+		}
+	default:
+		err = fmt.Errorf("rootfs source %q not supported", r.Rootfs.Source)
+	}
 	if err != nil {
+		return err
+	}
+	if err := addRecipeContent(s, r, in); err != nil {
 		return err
 	}
 	paths := append([]string{"/lost+found"}, s.paths...)
@@ -213,9 +231,10 @@ func buildRootfs(ctx context.Context, dst, workDir, busybox, agent, digestHex st
 		Out:          dst,
 		Label:        guestcfg.RootLabel,
 		UUID:         uuidFrom(digestHex),
-		Size:         rootfsSize(s.bytes, freeMiB),
+		Size:         rootfsSize(s.bytes, r.Rootfs.FreeMiB),
 		Reproducible: true,
 		Paths:        paths,
+		Owners:       s.owners,
 	})
 }
 

@@ -3,9 +3,11 @@
 // artifacts are immutable: VMs boot from a copy-on-write overlay of them.
 package image
 
+import "encoding/json"
+
 // builderVersion is mixed into every digest; bump it whenever the builder's
 // output for the same inputs changes.
-const builderVersion = "mvm-image-builder/1"
+const builderVersion = "mvm-image-builder/2"
 
 // Artifacts is a built image in the cache. All paths are absolute.
 type Artifacts struct {
@@ -37,7 +39,7 @@ func (o BuildOptions) progress(stage string) {
 
 // Input is one file that went into a build, recorded in the manifest.
 type Input struct {
-	Role   string `json:"role"` // kernel, module, agent, busybox
+	Role   string `json:"role"` // kernel, module:NAME, agent, busybox, bootstrap, file:PATH
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"`
 }
@@ -58,6 +60,8 @@ type manifest struct {
 	DefaultCPUs   int      `json:"default_cpus"`
 	DefaultMemMiB int      `json:"default_memory_mib"`
 	Inputs        []Input  `json:"inputs"`
+	// Recipe is the canonical recipe the image was built from.
+	Recipe json.RawMessage `json:"recipe,omitempty"`
 }
 
 // Cache entry file names.

@@ -1,0 +1,151 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+)
+
+// inputs are the resolved host files one build reads.
+type inputs struct {
+	arch    string
+	kernel  *kernelInfo
+	modules []module
+	busybox string            // minimal rootfs only
+	agent   string            // static mvm-agent
+	base    *bootstrapTarball // debian rootfs only
+	srcs    map[int]string    // recipe file index -> host source path
+	hashed  []Input
+}
+
+func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOptions) (*inputs, error) {
+	arch := opts.Arch
+	if arch == "" {
+		arch = runtime.GOARCH
+	}
+	if arch != runtime.GOARCH {
+		// Host kernels, busybox --list and mkfs all come from this host.
+		return nil, fmt.Errorf("building %s images on a %s host is not supported", arch, runtime.GOARCH)
+	}
+	da, err := debArch(arch)
+	if err != nil {
+		return nil, err
+	}
+	if opts.AgentPath == "" {
+		return nil, errors.New("agent binary path not set")
+	}
+	agent, err := filepath.Abs(opts.AgentPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkStatic(agent); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := checkArch(agent, arch); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	in := &inputs{arch: arch, agent: agent, srcs: map[int]string{}}
+	add := func(role, path string) error {
+		sum, err := hashFile(path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", role, err)
+		}
+		in.hashed = append(in.hashed, Input{Role: role, Path: path, SHA256: sum})
+		return nil
+	}
+
+	switch r.Kernel.Source {
+	case KernelDebian:
+		k, err := findKernel(da)
+		if err != nil {
+			return nil, err
+		}
+		mods, err := resolveModules(k.ModulesDir, guestModules, requiredModules)
+		if err != nil {
+			return nil, err
+		}
+		in.kernel, in.modules = k, mods
+	case KernelFile:
+		p, err := filepath.Abs(r.srcPath(r.Kernel.Path))
+		if err != nil {
+			return nil, err
+		}
+		in.kernel = &kernelInfo{Image: p}
+	default:
+		return nil, fmt.Errorf("kernel source %q not supported", r.Kernel.Source)
+	}
+	if err := add("kernel", in.kernel.Image); err != nil {
+		return nil, err
+	}
+	for _, m := range in.modules {
+		if err := add("module:"+m.Name, m.Path); err != nil {
+			return nil, err
+		}
+	}
+	if err := add("agent", agent); err != nil {
+		return nil, err
+	}
+
+	switch r.Rootfs.Source {
+	case RootfsMinimal:
+		bb, err := findBusybox()
+		if err != nil {
+			return nil, err
+		}
+		in.busybox = bb
+		if err := add("busybox", bb); err != nil {
+			return nil, err
+		}
+	case RootfsDebian:
+		opts.progress("bootstrap")
+		t, err := ensureBootstrap(ctx, filepath.Join(cacheDir, bootstrapDir), bootstrapKey{
+			Suite: r.Rootfs.Suite, Packages: r.Rootfs.Packages, Arch: da,
+		})
+		if err != nil {
+			return nil, err
+		}
+		in.base = t
+		// The tarball's hash was recorded when it was made; re-hashing
+		// hundreds of MiB on every cache hit would cost seconds.
+		in.hashed = append(in.hashed, Input{Role: "bootstrap", Path: t.Path, SHA256: t.SHA256})
+	case RootfsOCI:
+		return nil, errors.New("rootfs source \"oci\" is not implemented yet")
+	default:
+		return nil, fmt.Errorf("rootfs source %q not supported", r.Rootfs.Source)
+	}
+
+	for i, f := range r.Files {
+		if f.Src == "" {
+			continue
+		}
+		p, err := filepath.Abs(r.srcPath(f.Src))
+		if err != nil {
+			return nil, err
+		}
+		in.srcs[i] = p
+		if err := add("file:"+f.Path, p); err != nil {
+			return nil, err
+		}
+	}
+	return in, nil
+}
+
+// computeDigest covers the builder version, the recipe's canonical form and
+// every input's content; host paths are left out so moving a file does not
+// rebuild.
+func computeDigest(r *Recipe, in *inputs) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\nrecipe=%s\narch=%s\nkernel_release=%s\n", builderVersion, r.canonical(), in.arch, in.kernel.Release)
+	if r.Kernel.Source == KernelDebian {
+		fmt.Fprintf(h, "modules=%s\nrequired=%s\n", strings.Join(guestModules, ","), strings.Join(requiredModules, ","))
+	}
+	for _, i := range in.hashed {
+		fmt.Fprintf(h, "%s %s\n", i.Role, i.SHA256)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
