@@ -65,6 +65,27 @@ type Pauser interface {
 	Resume(ctx context.Context) error
 }
 
+// Snapshotter is implemented by handles whose backend has
+// Capabilities.Snapshot.
+type Snapshotter interface {
+	// Snapshot saves the VM's RAM and device state and a copy of its
+	// writable disks into dst, a directory that must not exist yet. The VM
+	// is paused while it is saved and left as it was found (running or
+	// paused) afterwards, also when saving fails.
+	Snapshot(ctx context.Context, dst string) error
+}
+
+// Restorer is implemented by backends whose Capabilities.Snapshot is set.
+type Restorer interface {
+	// Restore boots a new VM from the snapshot in snapDir, with its own
+	// spec.Dir, spec.Name, spec.ConfigISO and spec.SerialLog and its own
+	// copy-on-write disks over the snapshot's. Machine shape (kernel,
+	// cpus, memory, devices) comes from the snapshot: a spec asking for
+	// other values gets the snapshot's, with a logged warning. The VM runs
+	// when Restore returns.
+	Restore(ctx context.Context, spec Spec, snapDir string) (Handle, error)
+}
+
 // State is the VMM's view of a VM.
 type State string
 

@@ -18,6 +18,11 @@ import (
 // it is dropped: long enough to ride out a guest reboot's reconnect.
 const sessionWait = 10 * time.Second
 
+// syncTimeout bounds one serial sync attempt before the relay reconnects and
+// tries again. While the guest boots the attempts just repeat; after a
+// restore the second one succeeds.
+var syncTimeout = 3 * time.Second
+
 // relay carries host connections accepted on the agent socket as yamux
 // streams over the VMM's virtio-serial chardev socket. When the session dies
 // (guest rebooted, agent restarted, keepalive failed) it reconnects the
@@ -80,9 +85,18 @@ func (r *relay) sessions(ctx context.Context) {
 			continue
 		}
 		backoff = 20 * time.Millisecond
+		// Bound the handshake: a guest restored from a snapshot is still in
+		// the session it had with the old host, swallows our SYNC as yamux
+		// garbage and then waits for a SYNC that will never come. Dropping
+		// the chardev connection and starting over sends a fresh one.
+		abort := time.AfterFunc(syncTimeout, func() { conn.Close() })
 		sess, err := serialmux.Client(conn)
-		if err != nil {
+		if !abort.Stop() || err != nil {
 			conn.Close()
+			if sess != nil {
+				sess.Close()
+			}
+			r.log.Debug("agent sync failed; reconnecting", "err", err)
 			continue
 		}
 		r.log.Debug("agent session up")

@@ -32,9 +32,10 @@ func (*Backend) Name() string { return Name }
 // host's vhost-vsock device; otherwise the agent is reached over virtio-serial.
 func (*Backend) Capabilities() backend.Capabilities {
 	return backend.Capabilities{
-		Pause:   true,
-		Console: true,
-		Vsock:   vsockUsable(context.Background()),
+		Pause:    true,
+		Console:  true,
+		Snapshot: true,
+		Vsock:    vsockUsable(context.Background()),
 	}
 }
 

@@ -43,17 +43,8 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		return nil, err
 	}
 	dir := spec.Dir
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := prepareDir(dir); err != nil {
 		return nil, err
-	}
-	if vmRunning(dir) {
-		return nil, fmt.Errorf("a VM is already running in %s", dir)
-	}
-	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid} {
-		os.Remove(filepath.Join(dir, f))
-	}
-	if p := filepath.Join(dir, serialSock); len(p) > maxSockPath {
-		return nil, fmt.Errorf("VM directory path too long for unix sockets (%d > %d bytes): %s", len(p), maxSockPath, dir)
 	}
 
 	disks, err := resolveDisks(ctx, spec)
@@ -89,20 +80,48 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if err != nil {
 		return nil, err
 	}
-	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: "tcg", Argv: argv}
+	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: accelName(l.KVM), Argv: argv, Launch: &l}
+	return boot(ctx, dir, rec)
+}
+
+func accelName(kvm bool) string {
 	if kvm {
-		rec.Accel = "kvm"
+		return "kvm"
 	}
+	return "tcg"
+}
+
+// prepareDir makes dir ready for a new QEMU: it exists, no VM runs there, and
+// no stale sockets are left from a previous run.
+func prepareDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if vmRunning(dir) {
+		return fmt.Errorf("a VM is already running in %s", dir)
+	}
+	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid} {
+		os.Remove(filepath.Join(dir, f))
+	}
+	if p := filepath.Join(dir, serialSock); len(p) > maxSockPath {
+		return fmt.Errorf("VM directory path too long for unix sockets (%d > %d bytes): %s", len(p), maxSockPath, dir)
+	}
+	return nil
+}
+
+// boot records rec in dir, launches the supervisor with rec.Argv and waits
+// until QMP answers. On failure the VM is killed.
+func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, fmt.Errorf("write %s: %w", stateFile, err)
 	}
 	cfg := supervisor.Config{
-		Argv:      argv,
+		Argv:      rec.Argv,
 		VMMLog:    filepath.Join(dir, qemuLog),
-		QMPSocket: l.QMPSock,
+		QMPSocket: filepath.Join(dir, qmpSock),
 	}
-	if l.Transport == guestcfg.TransportSerial {
-		cfg.SerialSock = l.SerialSock
+	if rec.Transport == guestcfg.TransportSerial {
+		cfg.SerialSock = filepath.Join(dir, serialSock)
 		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
 	}
 	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {

@@ -23,6 +23,11 @@ type record struct {
 	CID       uint32   `json:"cid,omitempty"`
 	Accel     string   `json:"accel"`
 	Argv      []string `json:"argv"`
+	// Launch is what Argv was built from; Snapshot needs it to restore the
+	// same machine elsewhere. Records written before snapshots lack it.
+	Launch *launch `json:"launch,omitempty"`
+	// Snapshot is the directory the VM was restored from, if any.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 func writeRecord(dir string, r record) error {

@@ -1,0 +1,67 @@
+package qemu
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// perVMFlags take a value that names something of one VM only (its name,
+// sockets, pid file, incoming stream) and does not shape the machine.
+var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, "-incoming": true}
+
+// perVMKeys are option keys inside -chardev, -drive and -device values that
+// may differ between a saved VM and its clones: backing paths and the vsock
+// CID. Device ids, order and every other property must match.
+var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true}
+
+// machineArgs reduces a QEMU argv to what a migration stream depends on, by
+// dropping per-VM flags and blanking per-VM option values.
+func machineArgs(argv []string) []string {
+	var out []string
+	for i := 0; i < len(argv); i++ {
+		a := argv[i]
+		if i == 0 {
+			out = append(out, a) // the binary: same QEMU on both ends
+			continue
+		}
+		if perVMFlags[a] {
+			i++
+			continue
+		}
+		out = append(out, a)
+		if (a == "-chardev" || a == "-drive" || a == "-device") && i+1 < len(argv) {
+			i++
+			out = append(out, blankKeys(argv[i]))
+		}
+	}
+	return out
+}
+
+// blankKeys replaces the values of perVMKeys in a QEMU option string, where
+// ",," is an escaped comma inside a value.
+func blankKeys(opts string) string {
+	const escComma = "\x00"
+	parts := strings.Split(strings.ReplaceAll(opts, ",,", escComma), ",")
+	for i, p := range parts {
+		if k, _, ok := strings.Cut(p, "="); ok && perVMKeys[k] {
+			parts[i] = k + "=*"
+		}
+	}
+	return strings.ReplaceAll(strings.Join(parts, ","), escComma, ",,")
+}
+
+// sameMachine returns nil when a and b build the same machine, or an error
+// naming the first difference.
+func sameMachine(saved, restore []string) error {
+	x, y := machineArgs(saved), machineArgs(restore)
+	if slices.Equal(x, y) {
+		return nil
+	}
+	for i := range min(len(x), len(y)) {
+		if x[i] != y[i] {
+			return fmt.Errorf("argument %d differs: snapshot has %q, restore would use %q", i, x[i], y[i])
+		}
+	}
+	return fmt.Errorf("snapshot has %d machine arguments, restore would use %d", len(x), len(y))
+}

@@ -1,0 +1,187 @@
+package qemu
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Files inside a snapshot directory.
+const (
+	ManifestFile = "snapshot.json"
+	stateName    = "state" // QEMU migration stream (RAM + device state)
+)
+
+// manifestVersion changes when a snapshot written by one mvmctl cannot be
+// read by another.
+const manifestVersion = 1
+
+// Manifest describes a snapshot: everything needed to start a QEMU whose
+// machine and devices match the one that was saved, since a migration stream
+// only loads into an identical configuration.
+type Manifest struct {
+	Version     int       `json:"version"`
+	Backend     string    `json:"backend"`
+	Source      string    `json:"source"` // name of the VM that was saved
+	Created     time.Time `json:"created"`
+	QEMUVersion string    `json:"qemu_version"` // from the QMP greeting, major.minor.micro
+	QEMUPackage string    `json:"qemu_package,omitempty"`
+	// WasRunning says whether the source ran (rather than was paused) when
+	// saved; Restore resumes only such snapshots.
+	WasRunning bool `json:"was_running"`
+
+	Arch      string `json:"arch"`
+	Binary    string `json:"binary,omitempty"`
+	Accel     string `json:"accel"` // kvm or tcg; a snapshot restores only on the same
+	ACPI      bool   `json:"acpi"`
+	TSCKHz    int    `json:"tsc_khz,omitempty"`
+	Kernel    string `json:"kernel"`
+	Initrd    string `json:"initrd,omitempty"`
+	Cmdline   string `json:"cmdline,omitempty"` // the spec's part; the backend adds its own
+	CPUs      int    `json:"cpus"`
+	MemoryMiB int    `json:"memory_mib"`
+	Transport string `json:"transport"`
+
+	Disks      []SnapshotDisk `json:"disks"` // in attach order
+	State      string         `json:"state"` // file name inside the snapshot dir
+	StateBytes int64          `json:"state_bytes"`
+	// SourceArgv is the saved VM's command line, kept to check that a
+	// restore builds the same machine.
+	SourceArgv []string `json:"source_argv"`
+}
+
+// SnapshotDisk is one drive of the saved VM.
+type SnapshotDisk struct {
+	ID       string `json:"id"`
+	Format   string `json:"format"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// File is the disk's copy inside the snapshot dir (writable disks);
+	// clones get their own overlay over it.
+	File string `json:"file,omitempty"`
+	// Path is attached as-is (read-only disks other than the config drive).
+	Path string `json:"path,omitempty"`
+	// Backing is the absolute backing file File refers to, if any (the
+	// cached rootfs under a qcow2 overlay).
+	Backing string `json:"backing,omitempty"`
+}
+
+// configDiskID is the id resolveDisks gives the config drive; a restore puts
+// the clone's own config drive in its place.
+const configDiskID = "config"
+
+// Pins lists the files outside the snapshot directory that the snapshot needs
+// to restore: the kernel, initrd, backing images and read-only disks. A cache
+// prune must keep them.
+func (m Manifest) Pins() []string {
+	var out []string
+	for _, p := range []string{m.Kernel, m.Initrd} {
+		if p != "" {
+			out = append(out, p)
+		}
+	}
+	for _, d := range m.Disks {
+		for _, p := range []string{d.Backing, d.Path} {
+			if p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// validate checks a manifest read from disk: it is untrusted input that names
+// files and ends up in a command line.
+func (m Manifest) validate() error {
+	switch {
+	case m.Version != manifestVersion:
+		return fmt.Errorf("snapshot format version %d, this mvmctl reads %d", m.Version, manifestVersion)
+	case m.Backend != Name:
+		return fmt.Errorf("snapshot was made by backend %q, not %q", m.Backend, Name)
+	case m.Kernel == "":
+		return errors.New("snapshot names no kernel")
+	case m.CPUs <= 0 || m.MemoryMiB <= 0:
+		return fmt.Errorf("snapshot has invalid shape: %d cpus, %d MiB", m.CPUs, m.MemoryMiB)
+	case m.Accel != "kvm" && m.Accel != "tcg":
+		return fmt.Errorf("snapshot has unknown accelerator %q", m.Accel)
+	case !localName(m.State):
+		return fmt.Errorf("snapshot state file %q is not a plain file name", m.State)
+	}
+	if _, ok := arches[m.Arch]; !ok {
+		return fmt.Errorf("snapshot is for unsupported architecture %q", m.Arch)
+	}
+	for _, d := range m.Disks {
+		if d.ID == "" {
+			return errors.New("snapshot disk without id")
+		}
+		if d.File != "" && !localName(d.File) {
+			return fmt.Errorf("snapshot disk %s: %q is not a plain file name", d.ID, d.File)
+		}
+		if d.File == "" && d.ID != configDiskID && !filepath.IsAbs(d.Path) {
+			return fmt.Errorf("snapshot disk %s has neither a copy nor an absolute path", d.ID)
+		}
+		if d.Format != "raw" && d.Format != "qcow2" {
+			return fmt.Errorf("snapshot disk %s has unsupported format %q", d.ID, d.Format)
+		}
+	}
+	return nil
+}
+
+// localName reports whether s names a file directly inside a directory.
+func localName(s string) bool {
+	return s != "" && s != "." && s != ".." && filepath.Base(s) == s && s[0] != '.'
+}
+
+// ReadManifest loads and checks the manifest of the snapshot in dir.
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return m, fmt.Errorf("read snapshot: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("decode %s: %w", ManifestFile, err)
+	}
+	if err := m.validate(); err != nil {
+		return m, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// writeManifest writes m into dir last, atomically: a snapshot directory
+// without a manifest is an incomplete snapshot.
+func writeManifest(dir string, m Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+ManifestFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, ManifestFile))
+}
+
+// launchFrom rebuilds the machine part of a launch from a manifest; the
+// caller fills in the per-VM paths and disks.
+func (m Manifest) launchFrom() launch {
+	return launch{
+		Arch: m.Arch, Binary: m.Binary, KVM: m.Accel == "kvm", ACPI: m.ACPI, TSCKHz: m.TSCKHz,
+		Kernel: m.Kernel, Initrd: m.Initrd, Cmdline: m.Cmdline,
+		CPUs: m.CPUs, MemoryMiB: m.MemoryMiB, Transport: m.Transport,
+	}
+}

@@ -1,0 +1,236 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+)
+
+var tickRE = regexp.MustCompile(`(?m)^tick (\d+)\r?$`)
+
+// ticks returns the first and last tick numbers in a serial log (0 if none).
+func ticks(path string) (first, last int) {
+	b, _ := os.ReadFile(path)
+	m := tickRE.FindAllSubmatch(b, -1)
+	if len(m) == 0 {
+		return 0, 0
+	}
+	first, _ = strconv.Atoi(string(m[0][1]))
+	last, _ = strconv.Atoi(string(m[len(m)-1][1]))
+	return first, last
+}
+
+// tickInitramfs builds testdata/tickguest as a static /init and packs it with
+// the host kernel's virtio modules, which Debian's kernel does not build in.
+func tickInitramfs(t *testing.T, dir, kernel string) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("needs the go toolchain in PATH to build the test guest")
+	}
+	release := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
+	modDir := filepath.Join("/lib/modules", release, "kernel/drivers")
+	mods := map[string]string{
+		"virtio_ring.ko":    filepath.Join(modDir, "virtio/virtio_ring.ko"),
+		"virtio.ko":         filepath.Join(modDir, "virtio/virtio.ko"),
+		"virtio_mmio.ko":    filepath.Join(modDir, "virtio/virtio_mmio.ko"),
+		"virtio_console.ko": filepath.Join(modDir, "char/virtio_console.ko"),
+	}
+	initBin := filepath.Join(dir, "tickguest")
+	build := exec.Command(goBin, "build", "-trimpath", "-o", initBin, "./testdata/tickguest")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build test guest: %v\n%s", err, out)
+	}
+	entries := []cpioFile{
+		{Name: "dev", Mode: 0o040755}, {Name: "dev/console", Mode: 0o020600, Major: 5, Minor: 1},
+		{Name: "sys", Mode: 0o040755}, {Name: "proc", Mode: 0o040755}, {Name: "modules", Mode: 0o040755},
+	}
+	e, err := fileEntry("init", initBin, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries = append(entries, e)
+	for name, src := range mods {
+		e, err := fileEntry("modules/"+name, src, 0o644)
+		if err != nil {
+			t.Skipf("needs the host kernel's virtio modules (uncompressed) in %s: %v", modDir, err)
+		}
+		entries = append(entries, e)
+	}
+	path := filepath.Join(dir, "tick.cpio")
+	if err := os.WriteFile(path, newcArchive(entries), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// echo sends msg through the agent relay and returns the guest's answer,
+// retrying until the guest serves or d passes.
+func echo(t *testing.T, h backend.Handle, msg string, d time.Duration) (string, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(d)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		got, err := func() (string, error) {
+			c, err := h.DialAgent(ctx)
+			if err != nil {
+				return "", err
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(12 * time.Second))
+			if _, err := io.WriteString(c, msg); err != nil {
+				return "", err
+			}
+			c.(interface{ CloseWrite() error }).CloseWrite()
+			b, err := io.ReadAll(c)
+			return string(b), err
+		}()
+		cancel()
+		if err == nil && got != "" {
+			return got, time.Since(start)
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("no echo from the guest within %v (last error: %v)", d, last)
+	return "", 0
+}
+
+// TestSnapshotRestoreRealQEMU boots a guest that counts on its console,
+// snapshots it, restores two clones and checks that each continues the count
+// from the saved point (no reboot), runs, and answers through its own relay.
+func TestSnapshotRestoreRealQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots QEMU")
+	}
+	b := &Backend{}
+	if err := b.Available(t.Context()); err != nil {
+		t.Skipf("needs %s: %v", arches[runtime.GOARCH].Binary, err)
+	}
+	if runtime.GOARCH != "amd64" {
+		t.Skip("boots an x86_64 host kernel")
+	}
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Log("qemu-img (qemu-utils) missing: exercising the copy fallback")
+	}
+	kernel := hostKernel(t)
+	dir := t.TempDir()
+	initrd := tickInitramfs(t, dir, kernel)
+	image := filepath.Join(dir, "cached-root.img")
+	if err := writeSparse(image, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	config := func(name string) string {
+		p := filepath.Join(dir, name+"-config.img")
+		if err := os.WriteFile(p, bytes.Repeat([]byte(name), 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+
+	srcDir := filepath.Join(dir, "src")
+	spec := backend.Spec{
+		Name: "src", Dir: srcDir, Kernel: kernel, Initrd: initrd, Cmdline: "quiet",
+		CPUs: 1, MemoryMiB: 256, RootImage: image, ConfigISO: config("src"),
+		SerialLog: filepath.Join(srcDir, "serial.log"),
+	}
+	t0 := time.Now()
+	src, err := b.Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Kill(context.Background())
+	waitFor(t, "first tick", 60*time.Second, func() bool { _, l := ticks(spec.SerialLog); return l >= 1 })
+	coldBoot := time.Since(t0)
+	if got, took := echo(t, src, "src", 30*time.Second); got != "echo:src" {
+		t.Fatalf("source echo = %q", got)
+	} else {
+		t.Logf("source agent answered %v after its first tick", took)
+	}
+	waitFor(t, "tick 5", 30*time.Second, func() bool { _, l := ticks(spec.SerialLog); return l >= 5 })
+
+	snap := filepath.Join(dir, "snaps", "s1")
+	_, before := ticks(spec.SerialLog)
+	ts := time.Now()
+	if err := src.(backend.Snapshotter).Snapshot(ctx, snap); err != nil {
+		t.Fatal(err)
+	}
+	snapTime := time.Since(ts)
+	_, after := ticks(spec.SerialLog)
+	m, err := ReadManifest(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := src.State(ctx); err != nil || st != backend.StateRunning {
+		t.Fatalf("source after snapshot: %s, %v", st, err)
+	}
+	waitFor(t, "source ticking on", 10*time.Second, func() bool { _, l := ticks(spec.SerialLog); return l > after+2 })
+	if got, _ := echo(t, src, "again", 20*time.Second); got != "echo:again" {
+		t.Fatalf("source echo after snapshot = %q", got)
+	}
+	// Spare the CPU for the clones; they must not need the source anyway.
+	if err := src.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, name := range []string{"a", "b"} {
+		cdir := filepath.Join(dir, name)
+		cspec := backend.Spec{
+			Name: name, Dir: cdir, ConfigISO: config(name), SerialLog: filepath.Join(cdir, "serial.log"),
+			CPUs: 2, // differs from the snapshot: the snapshot's value wins
+		}
+		tr := time.Now()
+		h, err := b.Restore(ctx, cspec, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Kill(context.Background())
+		returned := time.Since(tr)
+		waitFor(t, name+" ticking", 20*time.Second, func() bool { _, l := ticks(cspec.SerialLog); return l > 0 })
+		firstTick := time.Since(tr)
+		first, _ := ticks(cspec.SerialLog)
+		if first <= before {
+			t.Errorf("clone %s starts at tick %d, want a continuation after tick %d", name, first, before)
+		}
+		waitFor(t, name+" ticking on", 20*time.Second, func() bool { _, l := ticks(cspec.SerialLog); return l >= first+5 })
+		log, _ := os.ReadFile(cspec.SerialLog)
+		if bytes.Contains(log, []byte("tickguest start")) {
+			t.Errorf("clone %s rebooted instead of resuming:\n%s", name, log)
+		}
+		if st, err := h.State(ctx); err != nil || st != backend.StateRunning {
+			t.Fatalf("clone %s: %s, %v", name, st, err)
+		}
+		got, _ := echo(t, h, name, 30*time.Second)
+		agentAt := time.Since(tr)
+		if got != "echo:"+name {
+			t.Fatalf("clone %s echo = %q", name, got)
+		}
+		qh := h.(*Handle)
+		if qh.rec.Launch.CPUs != m.CPUs {
+			t.Errorf("clone %s runs %d vCPUs, snapshot has %d", name, qh.rec.Launch.CPUs, m.CPUs)
+		}
+		if backing, err := qcow2Backing(qh.rec.Launch.Disks[0].Path); err == nil && backing != filepath.Join(snap, "disk-root.qcow2") {
+			t.Errorf("clone %s root backing = %q", name, backing)
+		}
+		t.Logf("clone %s: Restore returned after %v, first tick (%d) after %v, agent echo after %v",
+			name, returned, first, firstTick, agentAt)
+	}
+	t.Logf("cold boot to first tick %v; snapshot %v (state %d MB); snapshot ticks: before %d, after %d",
+		coldBoot, snapTime, m.StateBytes>>20, before, after)
+}
