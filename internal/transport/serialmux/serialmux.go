@@ -5,13 +5,19 @@
 // stream its own flow-control window, so a slow reader on one stream cannot
 // stall another.
 //
-// A pipe has no connection boundaries: after a reconnect either side may still
-// see stale bytes of the previous session. So before yamux starts, the two ends
-// synchronise: the host writes "\nMVM-SYNC <nonce>\n" and discards everything
-// it reads until "MVM-ACK <nonce>\n"; the guest discards everything until a
-// SYNC line and answers with the matching ACK. Both then start yamux on the
-// byte right after those lines. QEMU holds host bytes until the guest opens
-// the port, so one SYNC per host connection is enough.
+// A pipe has no connection boundaries: after a reconnect, a guest reboot or
+// a snapshot restore either side may still see stale bytes of an earlier
+// session. So before yamux starts, the ends run a three-way handshake of text
+// lines that stale bytes cannot fake:
+//
+//	host  → "MVM-SYNC <nonce>"  every 250 ms with a fresh nonce until acknowledged
+//	guest → "MVM-ACK <nonce>"   for the first SYNC it sees
+//	host  → "MVM-GO <nonce>"    for the first ACK of a nonce it sent
+//
+// The guest ignores further SYNCs between its ACK and the GO (they were
+// already queued), and both ends start yamux on the byte after the GO line
+// (guest) or the ACK line (host). Resending SYNC keeps resync after a restore
+// fast without the guest having to announce itself.
 package serialmux
 
 import (
@@ -29,7 +35,13 @@ import (
 const (
 	syncPrefix = "MVM-SYNC "
 	ackPrefix  = "MVM-ACK "
+	goPrefix   = "MVM-GO "
 	maxLine    = 64
+	// syncResend is how often the host repeats SYNC while unanswered.
+	syncResend = 250 * time.Millisecond
+	// ackedTimeout is how long a guest that sent ACK waits for GO before it
+	// answers a newer SYNC instead (the host that got the ACK went away).
+	ackedTimeout = time.Second
 )
 
 // config is shared by both ends: keepalives detect a dead peer (the supervisor
@@ -46,8 +58,8 @@ func config() *yamux.Config {
 	return c
 }
 
-// Server runs the guest end over rwc. It blocks until the host's SYNC arrives;
-// an error (EOF: no host connected) means the caller should retry shortly.
+// Server runs the guest end over rwc. It blocks until a host completes the
+// handshake; an error (EOF: no host connected) means retry shortly.
 func Server(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 	if err := GuestSync(rwc); err != nil {
 		return nil, err
@@ -55,7 +67,7 @@ func Server(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 	return yamux.Server(rwc, config())
 }
 
-// Client runs the host end over rwc. It blocks until the guest acknowledges;
+// Client runs the host end over rwc. It blocks until the guest answers;
 // close rwc to abort the wait.
 func Client(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 	if err := HostSync(rwc); err != nil {
@@ -64,43 +76,116 @@ func Client(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 	return yamux.Client(rwc, config())
 }
 
-// HostSync sends a fresh SYNC and waits for its ACK.
-func HostSync(rw io.ReadWriter) error {
+func newNonce() (string, error) {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// lines reads lines on a goroutine, one at a time: after each line it waits
+// to be told whether to read on, so it never consumes a byte that belongs to
+// the yamux session that follows.
+type lines struct {
+	c    chan string
+	err  chan error
+	more chan bool
+}
+
+func readLines(r io.Reader) *lines {
+	l := &lines{c: make(chan string), err: make(chan error, 1), more: make(chan bool, 1)}
+	go func() {
+		for {
+			line, err := readLine(r)
+			if err != nil {
+				l.err <- err
+				return
+			}
+			l.c <- line
+			if !<-l.more {
+				return
+			}
+		}
+	}()
+	return l
+}
+
+// HostSync runs the host side of the handshake.
+func HostSync(rw io.ReadWriter) error {
+	l := readLines(rw)
+	sent := map[string]bool{}
+	sendSync := func() error {
+		n, err := newNonce()
+		if err != nil {
+			return err
+		}
+		if len(sent) > 1024 {
+			clear(sent) // a guest this slow answers a recent one anyway
+		}
+		sent[n] = true
+		if _, err := io.WriteString(rw, "\n"+syncPrefix+n+"\n"); err != nil {
+			return fmt.Errorf("serial sync: write: %w", err)
+		}
+		return nil
+	}
+	if err := sendSync(); err != nil {
 		return err
 	}
-	nonce := hex.EncodeToString(b[:])
-	if _, err := io.WriteString(rw, "\n"+syncPrefix+nonce+"\n"); err != nil {
-		return fmt.Errorf("serial sync: write: %w", err)
-	}
-	want := ackPrefix + nonce
+	tick := time.NewTicker(syncResend)
+	defer tick.Stop()
 	for {
-		line, err := readLine(rw)
-		if err != nil {
+		select {
+		case err := <-l.err:
 			return fmt.Errorf("serial sync: wait for guest: %w", err)
-		}
-		if line == want {
+		case <-tick.C:
+			if err := sendSync(); err != nil {
+				return err
+			}
+		case line := <-l.c:
+			n, ok := strings.CutPrefix(line, ackPrefix)
+			if !ok || !sent[n] {
+				l.more <- true
+				continue
+			}
+			l.more <- false
+			if _, err := io.WriteString(rw, goPrefix+n+"\n"); err != nil {
+				return fmt.Errorf("serial sync: go: %w", err)
+			}
 			return nil
 		}
 	}
 }
 
-// GuestSync waits for a SYNC line and acknowledges it.
+// GuestSync runs the guest side of the handshake.
 func GuestSync(rw io.ReadWriter) error {
+	l := readLines(rw)
+	acked := map[string]bool{}
+	var ackedAt time.Time
 	for {
-		line, err := readLine(rw)
-		if err != nil {
+		var line string
+		select {
+		case err := <-l.err:
 			return fmt.Errorf("serial sync: wait for host: %w", err)
+		case line = <-l.c:
 		}
-		nonce, ok := strings.CutPrefix(line, syncPrefix)
-		if !ok || !validNonce(nonce) {
-			continue
+		if n, ok := strings.CutPrefix(line, goPrefix); ok && acked[n] {
+			l.more <- false
+			return nil
 		}
-		if _, err := io.WriteString(rw, ackPrefix+nonce+"\n"); err != nil {
-			return fmt.Errorf("serial sync: ack: %w", err)
+		n, ok := strings.CutPrefix(line, syncPrefix)
+		waiting := ackedAt.IsZero() || time.Since(ackedAt) > ackedTimeout
+		if ok && validNonce(n) && waiting {
+			if _, err := io.WriteString(rw, ackPrefix+n+"\n"); err != nil {
+				return fmt.Errorf("serial sync: ack: %w", err)
+			}
+			if len(acked) > 64 {
+				clear(acked)
+			}
+			acked[n] = true
+			ackedAt = time.Now()
 		}
-		return nil
+		l.more <- true
 	}
 }
 

@@ -30,15 +30,16 @@ func pipePair(t *testing.T) (net.Conn, net.Conn) {
 
 func TestSyncSkipsStaleBytesAndStreams(t *testing.T) {
 	host, guest := pipePair(t)
-	// Stale bytes of an earlier session sit in front of the SYNC on the guest
-	// side, and stale guest bytes in front of the ACK on the host side.
-	go func() {
-		guest.Write([]byte("\x00\x01garbage from an old session\n" + string(bytes.Repeat([]byte("x"), 300)) + "\n"))
-	}()
+	// Stale bytes of an earlier session sit in front of the handshake on
+	// both sides: the guest must skip the host's, the host the guest's.
+	if _, err := guest.Write([]byte("\x00\x01garbage from an old session\n" + string(bytes.Repeat([]byte("x"), 300)) + "\nMVM-ACK 0123456789abcdef\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := host.Write([]byte("old host bytes\nMVM-SYNC nothex!!nothex!\nMVM-GO 0123456789abcdef\n")); err != nil {
+		t.Fatal(err)
+	}
 	srvCh := make(chan error, 1)
 	go func() {
-		// Guest reads its own stale input first: simulate by writing junk the
-		// host will read before the ACK.
 		sess, err := Server(guest)
 		if err != nil {
 			srvCh <- err
@@ -52,13 +53,7 @@ func TestSyncSkipsStaleBytesAndStreams(t *testing.T) {
 		_, err = io.Copy(c, c)
 		srvCh <- err
 	}()
-	// Host-side junk the guest must skip.
-	sess, err := func() (s interface {
-		Open() (net.Conn, error)
-	}, err error) {
-		host.Write([]byte("old host bytes\nMVM-SYNC nothex!!nothex!\n"))
-		return Client(host)
-	}()
+	sess, err := Client(host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +81,32 @@ func TestReadLineDiscardsOverlong(t *testing.T) {
 	}
 	if _, err := readLine(in); err != io.EOF {
 		t.Fatalf("want EOF, got %v", err)
+	}
+}
+
+// TestResyncAfterGuestRestart: a guest that lost its session (restore,
+// agent restart) while the host still waits answers one of the repeated SYNCs.
+func TestSyncWhenGuestArrivesLate(t *testing.T) {
+	host, guest := pipePair(t)
+	done := make(chan error, 1)
+	go func() { done <- HostSync(host) }()
+	// Several SYNCs pile up before the guest reads any.
+	time.Sleep(3 * syncResend)
+	if err := GuestSync(guest); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("host never completed the handshake")
+	}
+	// Nothing of the handshake is left in either direction.
+	guest.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, _ := guest.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("guest side has leftover handshake bytes")
 	}
 }
 
