@@ -1,0 +1,41 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/doctor"
+	"github.com/mvm-dev/mvm/internal/vm"
+)
+
+func newDoctorCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "doctor",
+		Short: "Check what this host can run, and explain each decision",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := g.manager(); err != nil {
+				return err
+			}
+			rep := doctor.Run(cmd.Context(), doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent})
+			if g.json {
+				if err := writeJSON(g.stdout, rep); err != nil {
+					return err
+				}
+			} else {
+				for _, c := range rep.Checks {
+					mark := map[doctor.Status]string{doctor.OK: "ok  ", doctor.Warn: "warn", doctor.Fail: "FAIL"}[c.Status]
+					fmt.Fprintf(g.stdout, "[%s] %-20s %s\n", mark, c.Name, c.Detail)
+					if c.Fix != "" {
+						fmt.Fprintf(g.stdout, "       %-20s fix: %s\n", "", c.Fix)
+					}
+				}
+			}
+			if !rep.OK {
+				return &ExitError{Code: 1, Err: fmt.Errorf("some checks failed; see the fixes above")}
+			}
+			return nil
+		},
+	}
+}

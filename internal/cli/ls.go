@@ -1,0 +1,84 @@
+package cli
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/store"
+)
+
+// vmItem is the `ls --json` shape: stable field names for scripts.
+type vmItem struct {
+	Name        string            `json:"name"`
+	State       string            `json:"state"`
+	Reason      string            `json:"reason,omitempty"`
+	Backend     string            `json:"backend"`
+	Image       string            `json:"image"`
+	ImageDigest string            `json:"image_digest,omitempty"`
+	CPUs        int               `json:"cpus"`
+	MemoryMiB   int               `json:"memory_mib"`
+	PID         int               `json:"pid,omitempty"`
+	Created     time.Time         `json:"created"`
+	Dir         string            `json:"dir"`
+	Sources     map[string]string `json:"sources,omitempty"`
+}
+
+func listItem(r *store.Record) vmItem {
+	return vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
+		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources}
+}
+
+func newLsCommand(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"ps", "list"},
+		Short:   "List VMs (running ones; -a for all)",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			recs, err := m.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			items := []vmItem{}
+			for _, r := range recs {
+				if all || r.State != "stopped" {
+					items = append(items, listItem(r))
+				}
+			}
+			if g.json {
+				return writeJSON(g.stdout, items)
+			}
+			if len(items) == 0 {
+				if all {
+					fmt.Fprintln(g.stderr, "No VMs. Start one with 'mvmctl up'.")
+				} else {
+					fmt.Fprintln(g.stderr, "No running VMs ('mvmctl ls -a' shows stopped ones; start one with 'mvmctl up').")
+				}
+				return nil
+			}
+			tw := newTable(g.stdout)
+			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tIMAGE\tCPUS\tMEMORY\tPID\tCREATED")
+			for _, it := range items {
+				pid := "-"
+				if it.PID > 0 && it.State == "running" {
+					pid = fmt.Sprint(it.PID)
+				}
+				state := it.State
+				if it.Reason != "" && it.State == "failed" {
+					state += " (" + it.Reason + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dMiB\t%s\t%s\n", it.Name, state, it.Backend, it.Image, it.CPUs, it.MemoryMiB, pid, age(it.Created))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
+	return cmd
+}
