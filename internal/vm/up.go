@@ -230,4 +230,3 @@ func firstString(v ...string) string {
 	}
 	return ""
 }
-

@@ -62,8 +62,8 @@ type ExecRequest struct {
 
 // Exit ends an exec or console stream.
 type Exit struct {
-	Code     int    `json:"code"`               // exit status, or 128+signal when killed
-	Signal   string `json:"signal,omitempty"`   // e.g. "TERM" when killed by a signal
+	Code     int    `json:"code"`                // exit status, or 128+signal when killed
+	Signal   string `json:"signal,omitempty"`    // e.g. "TERM" when killed by a signal
 	TimedOut bool   `json:"timed_out,omitempty"` // killed because TimeoutMS passed
 }
 

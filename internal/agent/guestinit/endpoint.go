@@ -1,0 +1,207 @@
+package guestinit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mdlayher/vsock"
+
+	"github.com/mvm-dev/mvm/internal/agent/server"
+	"github.com/mvm-dev/mvm/internal/guestcfg"
+	"github.com/mvm-dev/mvm/internal/transport/serialmux"
+)
+
+// Endpoint is where the agent listens.
+type Endpoint struct {
+	Kind string // "serial", "vsock", "unix", "tcp"
+	Addr string // port name, socket path or host:port
+	Port uint32 // vsock port
+}
+
+func (e Endpoint) String() string {
+	if e.Kind == "vsock" {
+		return fmt.Sprintf("vsock:%d", e.Port)
+	}
+	return e.Kind + ":" + e.Addr
+}
+
+// ParseEndpoint parses unix:PATH, tcp:ADDR, vsock:PORT or serial:NAME.
+func ParseEndpoint(s string) (Endpoint, error) {
+	kind, addr, ok := strings.Cut(s, ":")
+	if !ok || addr == "" {
+		return Endpoint{}, fmt.Errorf("listen address %q: want unix:PATH, tcp:ADDR, vsock:PORT or serial:NAME", s)
+	}
+	switch kind {
+	case "unix":
+		if !filepath.IsAbs(addr) {
+			return Endpoint{}, fmt.Errorf("unix socket path %q must be absolute", addr)
+		}
+	case "tcp":
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return Endpoint{}, fmt.Errorf("tcp address %q: %w", addr, err)
+		}
+	case "vsock":
+		p, err := strconv.ParseUint(addr, 10, 32)
+		if err != nil || p == 0 {
+			return Endpoint{}, fmt.Errorf("vsock port %q: want 1..4294967295", addr)
+		}
+		return Endpoint{Kind: kind, Port: uint32(p)}, nil
+	case "serial":
+	default:
+		return Endpoint{}, fmt.Errorf("listen address %q: unknown kind %q", s, kind)
+	}
+	return Endpoint{Kind: kind, Addr: addr}, nil
+}
+
+// EndpointFromConfig maps the config drive's transport to an Endpoint.
+func EndpointFromConfig(t guestcfg.Transport) Endpoint {
+	switch t.Kind {
+	case guestcfg.TransportVsock:
+		return Endpoint{Kind: "vsock", Port: cmpOr(t.VsockPort, guestcfg.DefaultVsockPort)}
+	case guestcfg.TransportUnix:
+		return Endpoint{Kind: "unix", Addr: t.UnixPath}
+	default:
+		name := t.SerialName
+		if name == "" {
+			name = guestcfg.SerialPortName
+		}
+		return Endpoint{Kind: "serial", Addr: name}
+	}
+}
+
+func cmpOr[T comparable](a, b T) T {
+	var zero T
+	if a != zero {
+		return a
+	}
+	return b
+}
+
+// retryPause is the pause between attempts to (re)open a transport. Short:
+// it is latency the host sees when it connects right after boot.
+const retryPause = 30 * time.Millisecond
+
+// ServeEndpoint serves srv on ep until ctx ends. The serial port is reopened
+// after every session (the host may disconnect and come back); listeners are
+// retried while their device is not ready yet.
+func ServeEndpoint(ctx context.Context, srv *server.Server, ep Endpoint, log *slog.Logger) error {
+	if ep.Kind == "serial" {
+		return serveSerial(ctx, srv, ep.Addr, log)
+	}
+	ln, err := listen(ctx, ep, log)
+	if err != nil {
+		return err
+	}
+	return srv.Serve(ctx, ln)
+}
+
+func listen(ctx context.Context, ep Endpoint, log *slog.Logger) (net.Listener, error) {
+	switch ep.Kind {
+	case "unix":
+		_ = os.Remove(ep.Addr) // stale socket from an earlier run
+		ln, err := net.Listen("unix", ep.Addr)
+		if err != nil {
+			return nil, err
+		}
+		// Until authentication lands, only the socket's owner may connect.
+		if err := os.Chmod(ep.Addr, 0o600); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		return ln, nil
+	case "tcp":
+		return net.Listen("tcp", ep.Addr)
+	case "vsock":
+		// The vsock transport module may still be loading: retry for a while.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ln, err := vsock.Listen(ep.Port, nil)
+			if err == nil {
+				return ln, nil
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return nil, fmt.Errorf("vsock listen port %d: %w", ep.Port, err)
+			}
+			log.Debug("vsock not ready", "err", err)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil, fmt.Errorf("unknown endpoint kind %q", ep.Kind)
+}
+
+// findVirtioPort returns /dev/vportNpM for the virtio-serial port named name.
+func findVirtioPort(sysDir, name string) (string, error) {
+	ents, err := os.ReadDir(sysDir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(sysDir, e.Name(), "name"))
+		if err == nil && strings.TrimSpace(string(b)) == name {
+			return filepath.Join("/dev", e.Name()), nil
+		}
+	}
+	return "", fmt.Errorf("no virtio-serial port named %q: %w", name, os.ErrNotExist)
+}
+
+// serveSerial runs one yamux session per host connection. With no host
+// connected, reads on the port return EOF at once, so the sync fails and we
+// try again shortly.
+func serveSerial(ctx context.Context, srv *server.Server, name string, log *slog.Logger) error {
+	var lastErr string
+	note := func(msg string, err error) {
+		if s := msg + err.Error(); s != lastErr { // log changes, not every retry
+			lastErr = s
+			log.Info(msg, "port", name, "err", err)
+		}
+	}
+	for ctx.Err() == nil {
+		dev, err := findVirtioPort("/sys/class/virtio-ports", name)
+		if err != nil {
+			note("waiting for serial port", err)
+			sleepCtx(ctx, 100*time.Millisecond)
+			continue
+		}
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			note("open serial port", err)
+			sleepCtx(ctx, 100*time.Millisecond)
+			continue
+		}
+		stop := context.AfterFunc(ctx, func() { f.Close() })
+		sess, err := serialmux.Server(f)
+		if err != nil {
+			stop()
+			f.Close()
+			if !errors.Is(err, os.ErrClosed) {
+				note("serial sync", err)
+			}
+			sleepCtx(ctx, retryPause)
+			continue
+		}
+		lastErr = ""
+		log.Info("host connected", "port", name)
+		err = srv.Serve(ctx, sess)
+		sess.Close()
+		stop()
+		f.Close()
+		log.Info("host session ended", "port", name, "err", err)
+		sleepCtx(ctx, retryPause)
+	}
+	return ctx.Err()
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

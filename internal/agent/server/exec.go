@@ -1,0 +1,184 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+)
+
+// drainTimeout is how long output is still forwarded after the process exits.
+// Pipes stay open while a background child of the command holds them; after
+// this the agent stops reading and reports the exit anyway.
+const drainTimeout = 2 * time.Second
+
+// execStarted is the exec Response's result.
+type execStarted struct {
+	Pid int `json:"pid"`
+}
+
+// execSpec is a validated request, ready to start.
+type execSpec struct {
+	path    string
+	argv    []string
+	env     []string
+	dir     string
+	cred    *syscall.Credential
+	stdin   bool
+	timeout time.Duration
+}
+
+func (s *Server) exec(ctx context.Context, w *wire, args json.RawMessage) error {
+	var req proto.ExecRequest
+	if err := decodeArgs(args, &req); err != nil {
+		return w.fail(proto.Errorf(proto.CodeBadRequest, "exec args: %v", err))
+	}
+	spec, perr := s.prepareExec(&req)
+	if perr != nil {
+		return w.fail(perr)
+	}
+	x, perr := s.startExec(spec)
+	if perr != nil {
+		return w.fail(perr)
+	}
+	x.w = w
+	return x.run(ctx)
+}
+
+func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
+	if len(req.Argv) == 0 || req.Argv[0] == "" {
+		return nil, proto.Errorf(proto.CodeBadRequest, "argv must name a program")
+	}
+	for _, a := range req.Argv {
+		if strings.ContainsRune(a, 0) {
+			return nil, proto.Errorf(proto.CodeBadRequest, "argv contains a NUL byte")
+		}
+	}
+	if req.TTY {
+		return nil, proto.Errorf(proto.CodeBadRequest, "tty not supported yet")
+	}
+	if req.TimeoutMS < 0 {
+		return nil, proto.Errorf(proto.CodeBadRequest, "timeout_ms must not be negative")
+	}
+	spec := &execSpec{argv: req.Argv, stdin: req.Stdin, timeout: time.Duration(req.TimeoutMS) * time.Millisecond}
+
+	base := []string{"PATH=" + BasePath, "HOME=/root"}
+	if req.User != "" {
+		acct, err := lookupUser(req.User, s.cfg.PasswdFile, s.cfg.GroupFile)
+		if err != nil {
+			return nil, proto.Errorf(proto.CodeBadRequest, "user: %v", err)
+		}
+		spec.cred = acct.credential()
+		base[1] = "HOME=" + acct.home
+		if acct.name != "" {
+			base = append(base, "USER="+acct.name, "LOGNAME="+acct.name)
+		}
+	} else if uid := os.Getuid(); uid != 0 {
+		base[1] = "HOME=" + cmp.Or(homeOf(uid, s.cfg.PasswdFile), "/")
+	}
+	env, err := mergeEnv(base, s.cfg.Env, req.Env)
+	if err != nil {
+		return nil, proto.Errorf(proto.CodeBadRequest, "env: %v", err)
+	}
+	spec.env = env
+
+	path, ok := lookPath(req.Argv[0], getenv(env, "PATH"))
+	if !ok {
+		return nil, proto.Errorf(proto.CodeNotFound, "executable %q not found in PATH", req.Argv[0])
+	}
+	spec.path = path
+
+	switch {
+	case req.Cwd == "":
+		spec.dir = getenv(env, "HOME")
+		if fi, err := os.Stat(spec.dir); err != nil || !fi.IsDir() {
+			spec.dir = "/"
+		}
+	case !filepath.IsAbs(req.Cwd):
+		return nil, proto.Errorf(proto.CodeBadRequest, "cwd %q must be absolute", req.Cwd)
+	default:
+		spec.dir = req.Cwd
+	}
+	return spec, nil
+}
+
+// startExec creates the pipes and starts the process as leader of its own
+// process group, so timeouts, signals and disconnects reach all of it.
+func (s *Server) startExec(spec *execSpec) (*execution, *proto.Error) {
+	var closeOnFail []*os.File
+	fail := func(err error) (*execution, *proto.Error) {
+		for _, f := range closeOnFail {
+			f.Close()
+		}
+		return nil, proto.Errorf(proto.CodeInternal, "%v", err)
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("stdout pipe: %w", err))
+	}
+	closeOnFail = append(closeOnFail, stdoutR, stdoutW)
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		return fail(fmt.Errorf("stderr pipe: %w", err))
+	}
+	closeOnFail = append(closeOnFail, stderrR, stderrW)
+	var stdinR, stdinW *os.File
+	if spec.stdin {
+		stdinR, stdinW, err = os.Pipe()
+	} else {
+		stdinR, err = os.Open(os.DevNull)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("stdin: %w", err))
+	}
+	closeOnFail = append(closeOnFail, stdinR)
+	if stdinW != nil {
+		closeOnFail = append(closeOnFail, stdinW)
+	}
+
+	attr := &os.ProcAttr{
+		Dir:   spec.dir,
+		Env:   spec.env,
+		Files: []*os.File{stdinR, stdoutW, stderrW},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: spec.cred},
+	}
+	proc, err := s.start(spec.path, spec.argv, attr)
+	if err != nil {
+		for _, f := range closeOnFail {
+			f.Close()
+		}
+		code := proto.CodeInternal
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			code = proto.CodeNotFound
+		case errors.Is(err, fs.ErrPermission):
+			code = proto.CodeDenied
+		}
+		return nil, proto.Errorf(code, "start %s: %v", spec.argv[0], err)
+	}
+	// The child has its copies; ours would keep the pipes from reaching EOF.
+	stdinR.Close()
+	stdoutW.Close()
+	stderrW.Close()
+	return &execution{
+		proc:      proc,
+		pgid:      proc.Pid,
+		stdout:    stdoutR,
+		stderr:    stderrR,
+		stdin:     stdinW,
+		timeout:   spec.timeout,
+		stdinCh:   make(chan []byte, 4),
+		stdinDone: make(chan struct{}),
+		finished:  make(chan struct{}),
+		writeErr:  make(chan error, 2),
+	}, nil
+}

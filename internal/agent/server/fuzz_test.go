@@ -1,0 +1,85 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/agent/reaper"
+)
+
+// bytesConn is a net.Conn that reads a fixed input then EOF and discards writes.
+type bytesConn struct{ r *bytes.Reader }
+
+func (c *bytesConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *bytesConn) Close() error                     { return nil }
+func (c *bytesConn) LocalAddr() net.Addr              { return &net.UnixAddr{} }
+func (c *bytesConn) RemoteAddr() net.Addr             { return &net.UnixAddr{} }
+func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
+func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
+
+func seedFrames(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+func fr(t proto.Type, s string) []byte {
+	var b bytes.Buffer
+	_ = proto.WriteFrame(&b, t, []byte(s))
+	return b.Bytes()
+}
+
+// FuzzHandleConn feeds arbitrary bytes to the connection handler: it must
+// never panic or hang. Exec is routed to a starter that refuses, so fuzzing
+// never runs real programs.
+func FuzzHandleConn(f *testing.F) {
+	hello := fr(proto.THello, `{"version":1,"min_version":1}`)
+	f.Add([]byte{})
+	f.Add(hello)
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"health"}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"exec","args":{"argv":["true"],"stdin":true}}`), fr(proto.TStdin, "x"), fr(proto.TStdinEOF, "")))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"shutdown","args":{"reboot":true}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"nope"}`)))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x01})
+	s := New(Config{
+		Log:              discardLogger(),
+		HandshakeTimeout: time.Second,
+		Stages:           NewStages(proto.StageKernel),
+		Shutdown:         func(bool) {},
+	})
+	s.start = func(string, []string, *os.ProcAttr) (*reaper.Process, error) {
+		return nil, errors.New("exec disabled while fuzzing")
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			s.handle(context.Background(), &bytesConn{r: bytes.NewReader(in)})
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("handler hung on %q", in)
+		}
+	})
+}
+
+// FuzzParseDB checks the /etc/passwd parser on arbitrary input.
+func FuzzParseDB(f *testing.F) {
+	f.Add([]byte("root:x:0:0:root:/root:/bin/sh\n# c\n\n:::\nbad\n"), 7)
+	f.Add([]byte("staff:x:50:a,b\n"), 3)
+	f.Fuzz(func(t *testing.T, in []byte, min int) {
+		if min < 1 || min > 10 {
+			return
+		}
+		for _, e := range parseDB(bytes.NewReader(in), min) {
+			if len(e) < min || e[0] == "" {
+				t.Fatalf("entry %q violates min fields %d", e, min)
+			}
+		}
+	})
+}

@@ -1,0 +1,233 @@
+// Package server is the guest side of the agent protocol: it accepts
+// connections from any net.Listener (virtio-serial mux, vsock, unix, tcp),
+// serves one operation per connection, and runs each connection on its own
+// goroutine so a slow or hostile client never blocks another.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/agent/reaper"
+)
+
+// Defaults for Config's zero values.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultWriteTimeout     = time.Minute
+)
+
+// Config configures a Server. The zero value serves health and exec as the
+// agent's own user; shutdown is refused unless Shutdown is set.
+type Config struct {
+	Log *slog.Logger
+	// Wrap, when set, runs on every accepted connection before the first
+	// frame (the place for TLS with pinned keys). It runs under the handshake
+	// deadline.
+	Wrap func(net.Conn) (net.Conn, error)
+	// Stages is reported by the health operation.
+	Stages *Stages
+	// Env (KEY=VALUE) is added to every exec's environment after the base
+	// environment and before the request's own.
+	Env []string
+	// Shutdown is called after the shutdown operation has been answered.
+	Shutdown func(reboot bool)
+	// HandshakeTimeout bounds Wrap + Hello + Request (default 10s).
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds each frame write (default 1m).
+	WriteTimeout time.Duration
+	// Reaper starts exec'd processes; nil means reaper.Default().
+	Reaper *reaper.Reaper
+	// PasswdFile and GroupFile resolve exec users (default /etc/passwd, /etc/group).
+	PasswdFile, GroupFile string
+	// AgentVersion is reported in HelloAck.
+	AgentVersion string
+}
+
+// startFunc starts a process; a seam so fuzzing never runs real commands.
+type startFunc func(path string, argv []string, attr *os.ProcAttr) (*reaper.Process, error)
+
+// Server serves the agent protocol.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	start startFunc
+}
+
+// New returns a Server; it starts nothing until Serve.
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.PasswdFile == "" {
+		cfg.PasswdFile = "/etc/passwd"
+	}
+	if cfg.GroupFile == "" {
+		cfg.GroupFile = "/etc/group"
+	}
+	s := &Server{cfg: cfg, log: cfg.Log}
+	s.start = func(path string, argv []string, attr *os.ProcAttr) (*reaper.Process, error) {
+		r := s.cfg.Reaper
+		if r == nil {
+			var err error
+			if r, err = reaper.Default(); err != nil {
+				return nil, err
+			}
+		}
+		return r.Start(path, argv, attr)
+	}
+	return s
+}
+
+// Serve accepts connections until ctx ends or ln fails, then closes ln, ends
+// every open connection (killing their processes) and waits for them.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+
+	var backoff time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		backoff = 0
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.handle(ctx, conn)
+		}()
+	}
+}
+
+// handle runs one connection: handshake, one operation, close.
+func (s *Server) handle(ctx context.Context, raw net.Conn) {
+	defer raw.Close()
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	defer stop()
+	defer func() {
+		// A bug in one handler must not take PID 1 down with it.
+		if r := recover(); r != nil {
+			s.log.Error("agent connection panicked", "panic", r)
+		}
+	}()
+
+	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	conn := raw
+	if s.cfg.Wrap != nil {
+		c, err := s.cfg.Wrap(raw)
+		if err != nil {
+			s.log.Warn("agent connection rejected", "err", err)
+			return
+		}
+		defer c.Close()
+		conn = c
+	}
+	w := &wire{conn: conn, timeout: s.cfg.WriteTimeout}
+	req, err := s.handshake(w)
+	if err != nil {
+		if e, ok := proto.AsError(err); ok {
+			_ = w.fail(e)
+		}
+		s.log.Debug("agent handshake failed", "err", err)
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	if err := s.dispatch(ctx, w, req); err != nil {
+		s.log.Debug("agent operation failed", "op", req.Op, "err", err)
+	}
+}
+
+// handshake reads Hello and Request, then answers HelloAck. Errors worth
+// telling the peer are *proto.Error; others (EOF, timeout) just drop it.
+func (s *Server) handshake(w *wire) (*proto.Request, error) {
+	f, err := readControl(w.conn, proto.THello)
+	if err != nil {
+		return nil, err
+	}
+	var h proto.Hello
+	if err := f.Decode(&h); err != nil {
+		return nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	v := min(h.Version, proto.Version)
+	if h.Version < 1 || v < max(h.MinVersion, proto.MinVersion) {
+		return nil, proto.Errorf(proto.CodeVersion, "client speaks %d..%d, agent %d..%d",
+			h.MinVersion, h.Version, proto.MinVersion, proto.Version)
+	}
+	// The client pipelines its Request, so read it before answering: this
+	// needs no buffering in the transport (net.Pipe, a full window).
+	f, err = readControl(w.conn, proto.TRequest)
+	if err != nil {
+		return nil, err
+	}
+	var req proto.Request
+	if err := f.Decode(&req); err != nil {
+		return nil, proto.Errorf(proto.CodeBadRequest, "%v", err)
+	}
+	if err := w.sendJSON(proto.THelloAck, proto.HelloAck{Version: v, Agent: s.cfg.AgentVersion}); err != nil {
+		return nil, fmt.Errorf("send hello-ack: %w", err)
+	}
+	return &req, nil
+}
+
+// readControl reads one frame that must be of type want. Malformed input is a
+// bad-request *proto.Error; a closed or silent peer is returned as is.
+func readControl(r io.Reader, want proto.Type) (proto.Frame, error) {
+	f, err := proto.ReadFrame(r)
+	switch {
+	case err == nil:
+	case errors.Is(err, proto.ErrFrameTooLarge), errors.Is(err, proto.ErrEmptyFrame),
+		errors.Is(err, proto.ErrUnknownType):
+		return f, proto.Errorf(proto.CodeBadRequest, "reading %s: %v", want, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return f, proto.Errorf(proto.CodeBadRequest, "reading %s: truncated frame", want)
+	default:
+		return f, fmt.Errorf("read %s: %w", want, err)
+	}
+	if f.Type != want {
+		return f, proto.Errorf(proto.CodeBadRequest, "expected %s frame, got %s", want, f.Type)
+	}
+	return f, nil
+}
+
+func (s *Server) dispatch(ctx context.Context, w *wire, req *proto.Request) error {
+	switch req.Op {
+	case proto.OpHealth:
+		return s.health(w)
+	case proto.OpExec:
+		return s.exec(ctx, w, req.Args)
+	case proto.OpShutdown:
+		return s.shutdown(w, req.Args)
+	default:
+		return w.fail(proto.Errorf(proto.CodeUnknownOp, "operation %q is not supported", req.Op))
+	}
+}
