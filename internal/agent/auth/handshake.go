@@ -13,6 +13,8 @@ import (
 // generous for a TCG guest, where the handshake costs milliseconds.
 const DefaultHandshakeTimeout = 10 * time.Second
 
+var _ net.Conn = (*Conn)(nil)
+
 // Conn is an authenticated agent connection. Reads translate the peer's
 // refusal alert into a *RejectedError.
 type Conn struct {

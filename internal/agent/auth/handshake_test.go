@@ -132,8 +132,8 @@ func exchange(t *testing.T, c, s *Conn) {
 	t.Helper()
 	for _, cn := range []*Conn{c, s} {
 		st := cn.ConnectionState()
-		if st.Version != tls.VersionTLS13 || st.NegotiatedProtocol != ALPN || st.DidResume {
-			t.Errorf("state: version %#x, alpn %q, resumed %v", st.Version, st.NegotiatedProtocol, st.DidResume)
+		if st.Version != tls.VersionTLS13 || st.NegotiatedProtocol != ALPN || st.DidResume || st.CurveID != tls.X25519 {
+			t.Errorf("state: version %#x, alpn %q, resumed %v, group %v", st.Version, st.NegotiatedProtocol, st.DidResume, st.CurveID)
 		}
 		_ = cn.SetDeadline(time.Now().Add(5 * time.Second))
 	}

@@ -75,6 +75,10 @@ func decodePrefixed(s, prefix string, size int) ([]byte, error) {
 		}
 		return nil, fmt.Errorf("missing prefix %q", prefix)
 	}
+	// The decoder skips \r and \n even in strict mode; one key has one text.
+	if strings.ContainsAny(rest, " \t\r\n") {
+		return nil, errors.New("invalid base64: white space inside the key")
+	}
 	b, err := base64.StdEncoding.Strict().DecodeString(rest)
 	if err != nil {
 		return nil, errors.New("invalid base64")
