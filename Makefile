@@ -5,6 +5,7 @@ export GOTOOLCHAIN ?= auto
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/mvm-dev/mvm/internal/cli.Version=$(VERSION)
 BIN := bin
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: all setup build demo test unit e2e lint bench clean
 
@@ -37,9 +38,8 @@ e2e: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@if command -v staticcheck >/dev/null || [ -x $$HOME/go/bin/staticcheck ]; then \
-	  PATH=$$PATH:$$HOME/go/bin staticcheck ./...; \
-	else echo "lint: staticcheck not installed (go install honnef.co/go/tools/cmd/staticcheck@latest), skipped"; fi
+	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+	$(STATICCHECK) ./...
 
 bench: build
 	./bench/boot/run.sh

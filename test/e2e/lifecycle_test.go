@@ -38,10 +38,15 @@ func ls(t *testing.T, all bool) map[string]lsItem {
 	return out
 }
 
-// TestLifecycle is the product's main path: up, exec, ls, down, ls, rm.
+// TestLifecycle is the product's main path — up, exec, ls, down, ls, rm —
+// run against every backend: a backend counts only when it passes.
 func TestLifecycle(t *testing.T) {
-	const name = "e2e-life"
-	up := must(t, bootTimeout, "up", "--image", "minimal", "--name", name, "--memory", "256M")
+	forEachBackend(t, testLifecycle)
+}
+
+func testLifecycle(t *testing.T, be string) {
+	name := "e2e-life-" + be
+	up := must(t, bootTimeout, "up", "--backend", be, "--image", "minimal", "--name", name, "--memory", "256M")
 	if strings.TrimSpace(up.stdout) != name {
 		t.Fatalf("up printed %q, want the name", up.stdout)
 	}
@@ -54,7 +59,7 @@ func TestLifecycle(t *testing.T) {
 	}
 
 	vmInfo := ls(t, false)[name]
-	if vmInfo.State != "running" || vmInfo.Backend != "qemu" || vmInfo.Image != "minimal" || vmInfo.MemoryMiB != 256 || vmInfo.CPUs < 1 || vmInfo.PID <= 0 || vmInfo.Created == "" {
+	if vmInfo.State != "running" || vmInfo.Backend != be || vmInfo.Image != "minimal" || vmInfo.MemoryMiB != 256 || vmInfo.CPUs < 1 || vmInfo.PID <= 0 || vmInfo.Created == "" {
 		t.Fatalf("ls after up: %+v", vmInfo)
 	}
 
