@@ -11,6 +11,7 @@ import (
 	"github.com/mvm-dev/mvm/internal/supervisor"
 
 	// Backends register themselves.
+	_ "github.com/mvm-dev/mvm/internal/backend/docker"
 	_ "github.com/mvm-dev/mvm/internal/backend/qemu"
 )
 

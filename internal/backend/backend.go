@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 // Capabilities says which optional verbs a backend supports.
@@ -44,6 +46,13 @@ type Spec struct {
 	RootImage string
 	ConfigISO string // config drive image (ext4), attached read-only
 	SerialLog string // where guest console output goes
+	// ImageDigest is the image's content digest ("sha256:<hex>"); backends
+	// that convert the rootfs (docker) key their cache on it.
+	ImageDigest string
+	// Guest is the config the agent reads. Backends without a config drive
+	// (docker) deliver it themselves and set Guest.Transport to what they
+	// provide; others may ignore it and use ConfigISO.
+	Guest *guestcfg.Config
 }
 
 // Handle operates one VM. Implementations must be usable from a fresh process:
@@ -63,6 +72,14 @@ type Handle interface {
 type Pauser interface {
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
+}
+
+// Remover is implemented by handles that leave something outside the VM
+// directory (a container, a registered machine). Remove deletes it; it is
+// idempotent and kills a VM that still runs. Callers call it from rm for
+// every VM of such a backend, whatever its state.
+type Remover interface {
+	Remove(ctx context.Context) error
 }
 
 // Snapshotter is implemented by handles whose backend has

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -24,6 +25,13 @@ func newDoctorCommand(g *globals) *cobra.Command {
 					return err
 				}
 			} else {
+				if rep.Backend.Chosen != "" {
+					fmt.Fprintf(g.stdout, "Backend: %s would be used by 'mvmctl up' (override with --backend or default_backend):\n", rep.Backend.Chosen)
+					for _, l := range strings.Split(strings.TrimRight(rep.Backend.String(), "\n"), "\n") {
+						fmt.Fprintf(g.stdout, "  %s\n", l)
+					}
+					fmt.Fprintln(g.stdout)
+				}
 				for _, c := range rep.Checks {
 					mark := map[doctor.Status]string{doctor.OK: "ok  ", doctor.Warn: "warn", doctor.Fail: "FAIL"}[c.Status]
 					fmt.Fprintf(g.stdout, "[%s] %-20s %s\n", mark, c.Name, c.Detail)

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/image"
 	"github.com/mvm-dev/mvm/internal/kvmprobe"
 	"github.com/mvm-dev/mvm/internal/paths"
@@ -39,7 +40,10 @@ type Check struct {
 // Report is the whole diagnosis.
 type Report struct {
 	Checks []Check `json:"checks"`
-	OK     bool    `json:"ok"` // no check failed
+	// Backend is the automatic backend choice with the reason for every
+	// candidate, exactly as `up` would decide it.
+	Backend backend.Decision `json:"backend"`
+	OK      bool             `json:"ok"` // no check failed
 }
 
 // Options carries what the checks need from the caller.
@@ -62,6 +66,11 @@ func Run(ctx context.Context, o Options) Report {
 	add(agentCheck(o.FindAgent))
 	add(diskCheck(o.Dirs.Cache, "cache"))
 	add(diskCheck(o.Dirs.State, "state"))
+	if _, d, err := backend.Select(ctx, ""); err != nil {
+		add(Check{Name: "backend", Status: Fail, Detail: err.Error(), Fix: "install QEMU (scripts/setup.sh) or start Docker"})
+	} else {
+		r.Backend = d
+	}
 	r.OK = true
 	for _, c := range r.Checks {
 		if c.Status == Fail {

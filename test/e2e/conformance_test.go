@@ -19,7 +19,7 @@ func backends() []string {
 }
 
 // knownBackends are the backends with a conformance obligation.
-var knownBackends = []string{"qemu"}
+var knownBackends = []string{"qemu", "docker"}
 
 func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 	skip := map[string]bool{}

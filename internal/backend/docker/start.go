@@ -1,0 +1,189 @@
+package docker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/guestcfg"
+)
+
+// Labels set on every container; `docker ps --filter label=mvm.managed=1`
+// lists ours.
+const (
+	LabelManaged = "mvm.managed"
+	LabelVM      = "mvm.vm"
+	LabelDir     = "mvm.dir"
+)
+
+// networkMode: Docker's default bridge, so a container reaches what the
+// host's containers reach. (VM networking arrives with internal/network.)
+const networkMode = "bridge"
+
+// createBody is the part of the Engine API's ContainerConfig we set.
+type createBody struct {
+	Hostname   string            `json:"Hostname"`
+	Image      string            `json:"Image"`
+	Cmd        []string          `json:"Cmd"`
+	Labels     map[string]string `json:"Labels"`
+	StopSignal string            `json:"StopSignal"`
+	HostConfig hostConfig        `json:"HostConfig"`
+}
+
+type hostConfig struct {
+	Binds       []string `json:"Binds"`
+	NanoCPUs    int64    `json:"NanoCpus,omitempty"`
+	Memory      int64    `json:"Memory,omitempty"`
+	MemorySwap  int64    `json:"MemorySwap,omitempty"`
+	AutoRemove  bool     `json:"AutoRemove"`
+	NetworkMode string   `json:"NetworkMode"`
+	Init        bool     `json:"Init"`
+}
+
+// ContainerName is the container for VM name in dir. The directory's hash
+// keeps VMs of the same name in different state roots (tests, users) apart.
+func ContainerName(name, dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return "mvm-" + name + "-" + hex.EncodeToString(sum[:3])
+}
+
+// buildCreate maps a spec to the container's configuration. The agent is
+// PID 1 and reaps, so Docker's --init is off. AutoRemove: a container that
+// stops is gone at once, so nothing leaks past `down`; the console log
+// lives in the VM directory and survives it.
+func buildCreate(spec backend.Spec, image string, uid, gid int) createBody {
+	b := createBody{
+		Hostname: hostname(spec),
+		Image:    image,
+		Cmd: []string{
+			"--config", GuestConfigDir + "/" + guestcfg.FileName,
+			"--console", GuestConsole,
+			"--owner", strconv.Itoa(uid) + ":" + strconv.Itoa(gid),
+		},
+		Labels: map[string]string{
+			LabelManaged: "1",
+			LabelVM:      spec.Name,
+			LabelDir:     spec.Dir,
+		},
+		StopSignal: "SIGTERM",
+		HostConfig: hostConfig{
+			Binds: []string{
+				filepath.Join(spec.Dir, runDir) + ":" + GuestRunDir,
+				// rw: the agent deletes mvm.json (it holds the guest key) once read.
+				filepath.Join(spec.Dir, configDir) + ":" + GuestConfigDir,
+			},
+			AutoRemove:  true,
+			NetworkMode: networkMode,
+		},
+	}
+	if spec.CPUs > 0 {
+		b.HostConfig.NanoCPUs = int64(spec.CPUs) * 1e9
+	}
+	if spec.MemoryMiB > 0 {
+		b.HostConfig.Memory = int64(spec.MemoryMiB) << 20
+		b.HostConfig.MemorySwap = b.HostConfig.Memory // no swap, like a VM
+	}
+	return b
+}
+
+func hostname(spec backend.Spec) string {
+	if spec.Guest != nil && spec.Guest.Hostname != "" {
+		return spec.Guest.Hostname
+	}
+	return spec.Name
+}
+
+// guestConfig is the spec's guest config with the transport this backend
+// provides; a spec without one gets a minimal config.
+func guestConfig(spec backend.Spec) *guestcfg.Config {
+	var c guestcfg.Config
+	if spec.Guest != nil {
+		c = *spec.Guest
+	} else {
+		c = guestcfg.Config{Version: 1, Name: spec.Name, Hostname: spec.Name}
+	}
+	c.Transport = guestcfg.Transport{Kind: guestcfg.TransportUnix, UnixPath: GuestSocket}
+	return &c
+}
+
+// Start implements backend.Backend: import the image if needed, lay out the
+// VM directory, create and start the container.
+func (*Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle, error) {
+	e, err := newEngine()
+	if err != nil {
+		return nil, err
+	}
+	return e.start(ctx, spec)
+}
+
+func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) {
+	if spec.RootImage == "" {
+		return nil, errors.New("docker: spec has no root image")
+	}
+	if err := e.available(ctx); err != nil {
+		return nil, err
+	}
+	ref, err := e.ensureImage(ctx, spec.RootImage, spec.ImageDigest, spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := layout(spec); err != nil {
+		return nil, fmt.Errorf("prepare %s: %w", spec.Dir, err)
+	}
+	rec := record{Backend: Name, Container: ContainerName(spec.Name, spec.Dir), Image: ref, Socket: e.sock}
+	if err := writeRecord(spec.Dir, rec); err != nil {
+		return nil, err
+	}
+	h := &Handle{dir: spec.Dir, rec: rec, eng: e}
+	id, err := e.create(ctx, rec.Container, buildCreate(spec, ref, os.Getuid(), os.Getgid()))
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", rec.Container, err)
+	}
+	h.rec.ID = id
+	if err := writeRecord(spec.Dir, h.rec); err != nil {
+		_ = e.remove(context.WithoutCancel(ctx), rec.Container)
+		return nil, err
+	}
+	if err := e.post(ctx, rec.Container, "start", nil); err != nil {
+		_ = e.remove(context.WithoutCancel(ctx), rec.Container)
+		return nil, fmt.Errorf("start container %s: %w", rec.Container, err)
+	}
+	return h, nil
+}
+
+// layout creates run/ (socket, console log) and config/mvm.json, and points
+// the spec's serial log at the console log so `mvmctl logs` reads it.
+func layout(spec backend.Spec) error {
+	run := filepath.Join(spec.Dir, runDir)
+	cfg := filepath.Join(spec.Dir, configDir)
+	for _, d := range []string{run, cfg} {
+		// 0700: only the VM's owner reaches the agent socket inside.
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return err
+		}
+	}
+	b, err := guestConfig(spec).Encode()
+	if err != nil {
+		return fmt.Errorf("guest config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg, guestcfg.FileName), append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	// A stale socket from an earlier run would make dials fail confusingly.
+	_ = os.Remove(filepath.Join(run, agentSock))
+	if spec.SerialLog == "" {
+		return nil
+	}
+	target := filepath.Join(run, consoleLog)
+	if rel, err := filepath.Rel(filepath.Dir(spec.SerialLog), target); err == nil {
+		target = rel
+	}
+	_ = os.Remove(spec.SerialLog)
+	return os.Symlink(target, spec.SerialLog)
+}
