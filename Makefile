@@ -18,10 +18,11 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent ./cmd/mvm-agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvmctl ./cmd/mvmctl
 
-# Boot a VM from the minimal image, print uname -a from inside it, remove it.
+# Boot a microVM (QEMU: KVM when usable, else TCG) from the minimal image,
+# print uname -a from inside it, remove it.
 demo: setup build
 	@$(BIN)/mvmctl rm -f demo >/dev/null 2>&1 || true
-	$(BIN)/mvmctl up --name demo
+	$(BIN)/mvmctl up --backend qemu --name demo
 	$(BIN)/mvmctl exec demo -- uname -a
 	$(BIN)/mvmctl rm -f demo
 

@@ -32,13 +32,16 @@ func agentVersion() string {
 const usage = `usage:
   mvm-agent                         as PID 1: guest init (initramfs or root disk)
   mvm-agent serve [--config FILE] [--listen unix:PATH|tcp:ADDR|vsock:PORT|serial:NAME]
+  mvm-agent container [--config FILE] [--console FILE] [--owner UID:GID]
+                                    as a container's PID 1 (docker backend)
   mvm-agent version
 `
 
 func main() {
 	// As PID 1 the kernel passes unknown command-line words as arguments, so
-	// they are not subcommands; only "serve" (a container's entrypoint) is.
-	if os.Getpid() == 1 && (len(os.Args) < 2 || os.Args[1] != "serve") {
+	// they are not subcommands; only "serve" and "container" (a container's
+	// entrypoint) are.
+	if os.Getpid() == 1 && (len(os.Args) < 2 || (os.Args[1] != "serve" && os.Args[1] != "container")) {
 		runInit()
 		return
 	}
@@ -76,6 +79,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "serve":
 		return serve(args[1:], stderr)
+	case "container":
+		return guestinit.ContainerMain(args[1:], stderr, agentVersion())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

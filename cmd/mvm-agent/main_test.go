@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mvm-dev/mvm/internal/agent/auth"
 	"github.com/mvm-dev/mvm/internal/agent/client"
 	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 func TestRunFlags(t *testing.T) {
@@ -29,6 +33,7 @@ func TestRunFlags(t *testing.T) {
 		{[]string{"serve", "--listen", "vsock:abc"}, 2, "vsock port"},
 		{[]string{"serve", "--listen", "unix:/tmp/x.sock", "extra"}, 2, "unexpected argument"},
 		{[]string{"serve", "--config", "/nonexistent/mvm.json"}, 1, "read config"},
+		{[]string{"serve", "--listen", "tcp:127.0.0.1:0"}, 1, "refusing to serve"},
 	}
 	for _, tc := range cases {
 		var out, errb bytes.Buffer
@@ -40,18 +45,37 @@ func TestRunFlags(t *testing.T) {
 }
 
 func TestServeUnixAndShutdown(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "agent.sock")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	_, host, _ := ed25519.GenerateKey(nil)
+	guest, guestPub, _ := auth.NewGuestKey()
+	hostPub, _ := auth.MarshalPublicKey(host.Public().(ed25519.PublicKey))
+	guestPriv, _ := auth.MarshalPrivateKey(guest)
+	gc := &guestcfg.Config{Version: 1, Name: "t", Hostname: "t",
+		Transport:     guestcfg.Transport{Kind: guestcfg.TransportUnix, UnixPath: sock},
+		HostPublicKey: hostPub, GuestPrivateKey: guestPriv}
+	b, err := gc.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgFile := filepath.Join(dir, "mvm.json")
+	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan int, 1)
 	var logs bytes.Buffer
-	go func() { done <- run([]string{"serve", "--listen", "unix:" + sock}, &bytes.Buffer{}, &logs) }()
+	go func() { done <- run([]string{"serve", "--config", cfgFile}, &bytes.Buffer{}, &logs) }()
+	tc, err := auth.ClientConfig(host, guestPub)
+	if err != nil {
+		t.Fatal(err)
+	}
 	c := client.New(func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
-	})
+	}, client.WithWrap(auth.ClientWrap(tc)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var h *proto.HealthResult
-	var err error
 	for range 200 { // the listener comes up asynchronously
 		if h, err = c.Health(ctx); err == nil {
 			break

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"text/template"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,21 +24,33 @@ type vmItem struct {
 	Created     time.Time         `json:"created"`
 	Dir         string            `json:"dir"`
 	Sources     map[string]string `json:"sources,omitempty"`
+	Snapshot    string            `json:"snapshot,omitempty"` // restored from
 }
 
 func listItem(r *store.Record) vmItem {
 	return vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
-		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources}
+		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources, Snapshot: r.Snapshot}
 }
 
 func newLsCommand(g *globals) *cobra.Command {
 	var all bool
+	var format string
 	cmd := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"ps", "list"},
 		Short:   "List VMs (running ones; -a for all)",
 		Args:    exactArgs(0, "no arguments"),
+		Example: `  mvmctl ls -a
+  mvmctl ls --format '{{.Name}} {{.State}} {{.PID}}'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var tmpl *template.Template
+			if format != "" {
+				t, err := template.New("ls").Option("missingkey=error").Parse(format + "\n")
+				if err != nil {
+					return usageError{fmt.Errorf("--format: %w", err)}
+				}
+				tmpl = t
+			}
 			m, err := g.manager()
 			if err != nil {
 				return err
@@ -54,6 +67,14 @@ func newLsCommand(g *globals) *cobra.Command {
 			}
 			if g.json {
 				return writeJSON(g.stdout, items)
+			}
+			if tmpl != nil {
+				for _, it := range items {
+					if err := tmpl.Execute(g.stdout, it); err != nil {
+						return usageError{fmt.Errorf("--format: %w", err)}
+					}
+				}
+				return nil
 			}
 			if len(items) == 0 {
 				if all {
@@ -80,5 +101,6 @@ func newLsCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
+	cmd.Flags().StringVar(&format, "format", "", "Go template per VM, e.g. '{{.Name}} {{.State}}' (fields as in --json: Name, State, Reason, Backend, Image, CPUs, MemoryMiB, PID, Created, Dir)")
 	return cmd
 }

@@ -122,6 +122,12 @@ guest agent: exec, console, health. No SSH.`,
 		newImageCommand(g),
 		newCacheCommand(g),
 		newBuildCommand(g),
+		newStartCommand(g),
+		newRestartCommand(g),
+		newInspectCommand(g),
+		newPauseCommand(g),
+		newResumeCommand(g),
+		newSnapshotCommand(g),
 	)
 	markRuntime(root)
 	return root

@@ -14,10 +14,18 @@ func newUpCommand(g *globals) *cobra.Command {
 	var memory string
 	cmd := &cobra.Command{
 		Use:     "up [--image IMAGE] [--name NAME]",
-		Aliases: []string{"run", "start"},
+		Aliases: []string{"run"},
 		Short:   "Boot a new VM and wait until its agent answers",
+		Long: `Boot a new VM and wait until its agent answers. To boot an existing stopped
+VM again use 'mvmctl start NAME'.
+
+Resources are taken from, highest first: flags, the --config file, the
+image recipe, the user's config.toml, built-in defaults; 'mvmctl inspect'
+shows which one won.`,
 		Example: `  mvmctl up
-  mvmctl up --image minimal --name web --cpus 2 --memory 512M`,
+  mvmctl up --image minimal --name web --cpus 2 --memory 512M
+  mvmctl up --config web.toml
+  mvmctl up --from-snapshot web-snap --name web-2`,
 		Args: exactArgs(0, "no arguments (use --name and --image)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if memory != "" {
@@ -65,6 +73,10 @@ func newUpCommand(g *globals) *cobra.Command {
 	f.IntVar(&o.CPUs, "cpus", 0, "number of vCPUs")
 	f.StringVar(&memory, "memory", "", "memory size, e.g. 512M or 1G")
 	cmd.MarkFlagsMutuallyExclusive("image", "file")
+	f.StringVarP(&o.ConfigFile, "config", "c", "", "VM config file (TOML: name, image, backend, cpus, memory or memory_mib)")
+	f.StringVar(&o.FromSnapshot, "from-snapshot", "", "restore a new VM from this snapshot instead of booting (see 'mvmctl snapshot ls')")
+	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "image")
+	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "file")
 	f.DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
 	return cmd
 }

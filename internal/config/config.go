@@ -25,6 +25,8 @@ type Config struct {
 	DefaultImage     string   `toml:"default_image" json:"default_image,omitempty"`
 	BootTimeout      Duration `toml:"boot_timeout" json:"boot_timeout,omitempty"`
 	StopTimeout      Duration `toml:"stop_timeout" json:"stop_timeout,omitempty"`
+	// ConsoleIdleTimeout ends an unused console session (agent default 15m).
+	ConsoleIdleTimeout Duration `toml:"console_idle_timeout" json:"console_idle_timeout,omitempty"`
 }
 
 // Built-in defaults, the last step of every precedence chain.

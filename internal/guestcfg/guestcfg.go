@@ -50,7 +50,18 @@ type Config struct {
 	Env       []string  `json:"env,omitempty"` // KEY=VALUE for every process the agent starts
 	// HostTimeUnixNano lets the guest set a sane clock before it can ask the host.
 	HostTimeUnixNano int64 `json:"host_time_unix_nano,omitempty"`
+	// HostPublicKey is the only host key the agent accepts
+	// (auth.MarshalPublicKey text). Required: the agent serves nobody
+	// without it.
+	HostPublicKey string `json:"host_public_key,omitempty"`
+	// GuestPrivateKey is this VM's own identity (auth.MarshalPrivateKey
+	// text); the host pins its public half. A secret: the drive is 0600 on
+	// the host and the agent unmounts it after reading.
+	GuestPrivateKey string `json:"guest_private_key,omitempty"`
 }
+
+// HasKeys reports whether the config carries both authentication keys.
+func (c *Config) HasKeys() bool { return c.HostPublicKey != "" && c.GuestPrivateKey != "" }
 
 // Transport says how the agent is reached.
 type Transport struct {

@@ -26,6 +26,24 @@ type Record struct {
 	// Sources says which precedence level supplied each resource (flag,
 	// config-file, recipe, user-config, default).
 	Sources map[string]string `json:"sources,omitempty"`
+	// ImageRef is what the user asked for (catalog name or recipe path).
+	ImageRef string `json:"image_ref,omitempty"`
+	// VMConfig is the --config file the VM was created from, if any.
+	VMConfig string `json:"vm_config,omitempty"`
+	// Boot is what the VM booted from, so start/restart boot the same
+	// kernel over the same disk without rebuilding anything.
+	Boot *Boot `json:"boot,omitempty"`
+	// Snapshot names the snapshot the VM was restored from; `snapshot rm`
+	// refuses to delete a snapshot that records still name.
+	Snapshot string `json:"snapshot,omitempty"`
+}
+
+// Boot is the immutable inputs of a VM's cold boot.
+type Boot struct {
+	Kernel  string `json:"kernel"`
+	Initrd  string `json:"initrd,omitempty"`
+	Rootfs  string `json:"rootfs,omitempty"`
+	Console bool   `json:"console,omitempty"`
 }
 
 var (

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -40,6 +41,9 @@ func active(s string) bool {
 	return false
 }
 
+// vmmAliveNote marks a failed VM whose VMM still runs.
+const vmmAliveNote = "(VMM still running: 'mvmctl rm -f' or 'mvmctl restart')"
+
 // reconcile replaces the recorded state with what the VMM says. When the
 // record is wrong and nobody holds the VM's lock, the fix is persisted, so a
 // crash anywhere leaves a state that the next read reports honestly.
@@ -47,15 +51,20 @@ func (m *Manager) reconcile(ctx context.Context, rec *store.Record) {
 	if rec.Backend == "" {
 		return
 	}
+	// A VM at rest whose backend left nothing to open has nothing to
+	// reconcile; skipping the lock keeps `ls` cheap with many records.
+	h, err := m.handle(rec)
+	if err != nil && !active(rec.State) {
+		return
+	}
 	locked := flock.New(m.Store.LockPath(rec.Name))
-	got, err := locked.TryLock()
-	if err != nil || !got {
+	got, lerr := locked.TryLock()
+	if lerr != nil || !got {
 		// Someone (an `up` or `down` in progress) owns the VM: trust the record.
 		return
 	}
 	defer locked.Unlock()
 
-	h, err := m.handle(rec)
 	var st backend.State
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -76,10 +85,34 @@ func (m *Manager) reconcile(ctx context.Context, rec *store.Record) {
 		rec.State, rec.Reason = string(backend.StateFailed), "VMM exited before the guest was ready"
 	case st == backend.StateStopped && active(rec.State):
 		rec.State, rec.Reason = string(backend.StateStopped), "VMM exited"
-	case (st == backend.StateRunning || st == backend.StatePaused) && rec.State != string(st):
-		rec.State, rec.Reason = string(st), ""
+	case st == backend.StateRunning || st == backend.StatePaused:
+		switch backend.State(rec.State) {
+		case backend.StateRunning, backend.StatePaused, backend.StateStopping, backend.StateStopped:
+			// Paused or resumed behind our back, or a stop that never
+			// finished: the VMM is the truth.
+			if rec.State != string(st) {
+				rec.State, rec.Reason = string(st), ""
+			}
+		case backend.StateFailed:
+			// The guest never became ready (or the record is damaged) but
+			// the VMM lives on: say so instead of calling it running.
+			if !strings.Contains(rec.Reason, vmmAliveNote) {
+				rec.Reason = strings.TrimSpace(rec.Reason + " " + vmmAliveNote)
+				old = "" // persist the note
+			}
+		}
+		// starting stays starting: readiness is only confirmed by the agent.
 	}
-	if rec.State != old {
+	changed := rec.State != old
+	if active(rec.State) && rec.PID == 0 {
+		// A CLI killed before it recorded the VMM pid.
+		if pr, ok := h.(interface{ PID() int }); ok {
+			if rec.PID = pr.PID(); rec.PID != 0 {
+				changed = true
+			}
+		}
+	}
+	if changed {
 		_ = m.Store.Put(rec)
 	}
 }

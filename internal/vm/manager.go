@@ -4,13 +4,10 @@
 package vm
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"path/filepath"
 
-	"github.com/mvm-dev/mvm/internal/agent/client"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
@@ -57,7 +54,4 @@ func (m *Manager) handle(rec *store.Record) (backend.Handle, error) {
 	return h, nil
 }
 
-// agentClient returns an agent client that dials through the handle.
-func agentClient(h backend.Handle) *client.Client {
-	return client.New(func(ctx context.Context) (net.Conn, error) { return h.DialAgent(ctx) })
-}
+// agentClient (keys.go) returns the authenticated agent client of a VM.

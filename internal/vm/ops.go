@@ -21,8 +21,11 @@ func (m *Manager) running(ctx context.Context, name, verb string) (*store.Record
 	}
 	if rec.State != string(backend.StateRunning) {
 		hint := fmt.Sprintf("see 'mvmctl logs %s'", name)
-		if rec.State == string(backend.StateStopped) || rec.State == string(backend.StateFailed) {
-			hint = fmt.Sprintf("recreate it with 'mvmctl rm %s && mvmctl up --name %s'", name, name)
+		switch backend.State(rec.State) {
+		case backend.StateStopped, backend.StateFailed:
+			hint = fmt.Sprintf("boot it again with 'mvmctl start %s'", name)
+		case backend.StatePaused:
+			hint = fmt.Sprintf("continue it with 'mvmctl resume %s'", name)
 		}
 		reason := ""
 		if rec.Reason != "" {
@@ -43,7 +46,7 @@ func (m *Manager) Exec(ctx context.Context, name string, req proto.ExecRequest, 
 	if err != nil {
 		return proto.Exit{}, err
 	}
-	return agentClient(h).Exec(ctx, req, stdin, stdout, stderr)
+	return m.agentClient(h, name).Exec(ctx, req, stdin, stdout, stderr)
 }
 
 // Down stops a VM: the guest is asked to shut down through its agent, and the
@@ -71,13 +74,19 @@ func (m *Manager) Down(ctx context.Context, name string, timeout time.Duration, 
 	if err != nil {
 		return nil, err
 	}
+	if rec.State == string(backend.StatePaused) && !force {
+		// A frozen guest cannot hear the shutdown request.
+		if pr, ok := h.(backend.Pauser); ok {
+			_ = pr.Resume(ctx)
+		}
+	}
 	rec.State = string(backend.StateStopping)
 	_ = m.Store.Put(rec)
 	if force {
 		err = h.Kill(ctx)
 	} else {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if serr := agentClient(h).Shutdown(actx, false); serr != nil {
+		if serr := m.agentClient(h, name).Shutdown(actx, false); serr != nil {
 			m.Log.Debug("agent shutdown failed; forcing after timeout", "vm", name, "err", serr)
 		}
 		cancel()
@@ -107,13 +116,30 @@ func (m *Manager) Remove(ctx context.Context, name string, force bool) error {
 		return err
 	}
 	defer unlock()
-	if active(rec.State) {
-		if !force {
-			return fmt.Errorf("%w: %q (stop it first with 'mvmctl down %s', or use 'mvmctl rm -f %s')", ErrRunning, name, name, name)
+	if active(rec.State) && !force {
+		return fmt.Errorf("%w: %q (stop it first with 'mvmctl down %s', or use 'mvmctl rm -f %s')", ErrRunning, name, name, name)
+	}
+	// Kill whatever still runs, whatever the record says: a record that
+	// lags behind (a crash mid-start) must not leave an orphaned VMM.
+	names := []string{rec.Backend}
+	if rec.Backend == "" { // corrupt or incomplete record: try them all
+		names = backend.Names()
+	}
+	for _, bn := range names {
+		b, err := backend.Get(bn)
+		if err != nil {
+			continue
 		}
-		if h, err := m.handle(rec); err == nil {
+		if h, err := b.Open(rec.Dir); err == nil {
 			if err := h.Kill(ctx); err != nil {
 				return fmt.Errorf("kill %s: %w", name, err)
+			}
+			// Backends that own resources outside the VM dir (containers)
+			// remove them too, whatever the state.
+			if r, ok := h.(backend.Remover); ok {
+				if err := r.Remove(ctx); err != nil {
+					return fmt.Errorf("remove %s: %w", name, err)
+				}
 			}
 		}
 	}

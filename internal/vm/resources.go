@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mvm-dev/mvm/internal/config"
 )
 
 // Precedence levels, highest first.
@@ -13,6 +15,8 @@ const (
 	SourceImage      = "image"
 	SourceUserConfig = "user-config"
 	SourceDefault    = "default"
+	// SourceSnapshot marks values a restored VM takes from its snapshot.
+	SourceSnapshot = "snapshot"
 )
 
 // choice is one candidate value for a setting and where it came from.
@@ -30,6 +34,59 @@ func firstSet(cands ...choice) choice {
 		}
 	}
 	return choice{}
+}
+
+// strChoice is choice for strings.
+type strChoice struct {
+	value  string
+	source string
+}
+
+func firstStr(cands ...strChoice) strChoice {
+	for _, c := range cands {
+		if c.value != "" {
+			return c
+		}
+	}
+	return strChoice{}
+}
+
+// resolveImage picks the image: flag > VM config > user config > default.
+// (A recipe cannot name its own image.)
+func resolveImage(o UpOptions, vc *VMConfig, user *config.Config) strChoice {
+	if vc == nil {
+		vc = &VMConfig{}
+	}
+	return firstStr(strChoice{o.Image, SourceFlag}, strChoice{vc.Image, SourceVMConfig},
+		strChoice{user.DefaultImage, SourceUserConfig}, strChoice{config.BuiltinImage, SourceDefault})
+}
+
+// resolveBackendName picks the backend name; "" (from the default level)
+// means "choose automatically".
+func resolveBackendName(o UpOptions, vc *VMConfig, user *config.Config) strChoice {
+	if vc == nil {
+		vc = &VMConfig{}
+	}
+	c := firstStr(strChoice{o.Backend, SourceFlag}, strChoice{vc.Backend, SourceVMConfig},
+		strChoice{user.DefaultBackend, SourceUserConfig})
+	if c.value == "" {
+		c.source = SourceDefault
+	}
+	return c
+}
+
+// resolveShape picks cpus and memory: flag > VM config > image recipe >
+// user config > built-in default.
+func resolveShape(o UpOptions, vc *VMConfig, recipeCPUs, recipeMemMiB int, user *config.Config) (cpus, mem choice) {
+	var vcCPUs int
+	if vc != nil {
+		vcCPUs = vc.CPUs
+	}
+	cpus = firstSet(choice{o.CPUs, SourceFlag}, choice{vcCPUs, SourceVMConfig}, choice{recipeCPUs, SourceImage},
+		choice{user.DefaultCPUs, SourceUserConfig}, choice{config.BuiltinCPUs, SourceDefault})
+	mem = firstSet(choice{o.MemoryMiB, SourceFlag}, choice{vc.MemMiB(), SourceVMConfig}, choice{recipeMemMiB, SourceImage},
+		choice{user.DefaultMemoryMiB, SourceUserConfig}, choice{config.BuiltinMemoryMiB, SourceDefault})
+	return cpus, mem
 }
 
 // ParseSize parses a memory size into MiB: a number with an optional

@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/config"
-	"github.com/mvm-dev/mvm/internal/guestcfg"
 	"github.com/mvm-dev/mvm/internal/image"
 	"github.com/mvm-dev/mvm/internal/store"
 )
@@ -25,7 +23,11 @@ type UpOptions struct {
 	CPUs        int
 	MemoryMiB   int
 	BootTimeout time.Duration
-	Progress    Progress
+	// ConfigFile is a per-VM TOML file (see VMConfig).
+	ConfigFile string
+	// FromSnapshot restores a new VM from this snapshot instead of booting.
+	FromSnapshot string
+	Progress     Progress
 }
 
 // Up builds (or reuses) the image, boots a VM and waits until its agent is
@@ -34,6 +36,19 @@ type UpOptions struct {
 // process outlives a failed `up` unseen.
 func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	start := time.Now()
+	var vc *VMConfig
+	if o.ConfigFile != "" {
+		var err error
+		if vc, err = LoadVMConfig(o.ConfigFile); err != nil {
+			return nil, err
+		}
+		if o.Name == "" {
+			o.Name = vc.Name
+		}
+	}
+	if o.FromSnapshot != "" {
+		return m.upFromSnapshot(ctx, o, start)
+	}
 	if o.Name == "" {
 		o.Name = store.RandomName(m.Store.Exists)
 	}
@@ -42,42 +57,39 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	}
 	p := &progress{fn: o.Progress, vm: o.Name, start: start}
 
-	imgRef := firstString(o.Image, m.Config.DefaultImage, config.BuiltinImage)
-	recipe, err := image.Resolve(imgRef)
+	img := resolveImage(o, vc, m.Config)
+	recipe, err := image.Resolve(img.value)
 	if err != nil {
 		return nil, fmt.Errorf("%w; see 'mvmctl image list'", err)
 	}
-	imgName := recipe.Name
-	beName := firstString(o.Backend, m.Config.DefaultBackend, "qemu")
-	be, err := backend.Get(beName)
+	beChoice := resolveBackendName(o, vc, m.Config)
+	p.emit("backend", "choosing backend")
+	be, err := m.chooseBackend(ctx, beChoice.value)
 	if err != nil {
 		return nil, err
-	}
-	p.emit("backend", "checking backend "+beName)
-	if err := be.Available(ctx); err != nil {
-		return nil, fmt.Errorf("backend %s is not usable: %w (run 'mvmctl doctor')", beName, err)
 	}
 	agentPath, err := FindAgent()
 	if err != nil {
 		return nil, err
 	}
+	cpus, mem := resolveShape(o, vc, recipe.Resources.CPUs, recipe.Resources.MemoryMiB, m.Config)
 
-	rec := &store.Record{Name: o.Name, State: string(backend.StateCreating), Backend: beName, Image: imgName, Created: time.Now().UTC()}
-	unlock, err := m.Store.Lock(o.Name)
+	rec := &store.Record{
+		Name: o.Name, State: string(backend.StateCreating), Backend: be.Name(),
+		Image: recipe.Name, ImageRef: img.value, Created: time.Now().UTC(),
+		CPUs: cpus.value, MemoryMiB: mem.value,
+		Sources: map[string]string{"image": img.source, "backend": beChoice.source, "cpus": cpus.source, "memory_mib": mem.source},
+	}
+	if vc != nil {
+		rec.VMConfig = vc.Path
+	}
+	unlock, err := m.create(rec)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if err := m.Store.Create(rec); err != nil {
-		return nil, err
-	}
-	fail := func(err error) (*store.Record, error) {
-		rec.State, rec.Reason = string(backend.StateFailed), err.Error()
-		_ = m.Store.Put(rec)
-		return rec, err
-	}
 
-	p.emit("image", "preparing image "+imgName)
+	p.emit("image", "preparing image "+recipe.Name)
 	art, err := image.EnsureRecipe(ctx, recipe, image.BuildOptions{
 		CacheDir:  m.Dirs.ImagesDir(),
 		AgentPath: agentPath,
@@ -85,82 +97,77 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		Progress:  func(s string) { p.emit("image", s) },
 	})
 	if err != nil {
-		return fail(fmt.Errorf("build image %s: %w", imgName, err))
+		return m.fail(rec, fmt.Errorf("build image %s: %w", recipe.Name, err))
 	}
 	rec.ImageDigest = art.Digest
-
-	cpus := firstSet(choice{o.CPUs, SourceFlag}, choice{art.DefaultCPUs, SourceImage}, choice{m.Config.DefaultCPUs, SourceUserConfig}, choice{config.BuiltinCPUs, SourceDefault})
-	mem := firstSet(choice{o.MemoryMiB, SourceFlag}, choice{art.DefaultMemMiB, SourceImage}, choice{m.Config.DefaultMemoryMiB, SourceUserConfig}, choice{config.BuiltinMemoryMiB, SourceDefault})
-	rec.CPUs, rec.MemoryMiB = cpus.value, mem.value
-	rec.Sources = map[string]string{"cpus": cpus.source, "memory_mib": mem.source}
-
-	cfgPath := filepath.Join(rec.Dir, configDriveFile)
-	gc := &guestcfg.Config{
-		Version: 1, Name: o.Name, Hostname: o.Name,
-		Transport:        guestcfg.Transport{Kind: guestcfg.TransportSerial, SerialName: guestcfg.SerialPortName, VsockPort: guestcfg.DefaultVsockPort},
-		Policy:           guestcfg.Policy{Console: art.Console},
-		HostTimeUnixNano: time.Now().UnixNano(),
-	}
-	if be.Capabilities().Vsock {
-		gc.Transport.Kind = guestcfg.TransportVsock
-	}
-	if err := image.WriteConfigDrive(ctx, cfgPath, gc); err != nil {
-		return fail(fmt.Errorf("write config drive: %w", err))
-	}
-
-	rec.State = string(backend.StateStarting)
-	if err := m.Store.Put(rec); err != nil {
-		return nil, err
-	}
-	p.emit("boot", fmt.Sprintf("starting %s VM (%d vCPU, %d MiB)", beName, rec.CPUs, rec.MemoryMiB))
-	spec := backend.Spec{
-		Name: o.Name, Dir: rec.Dir,
-		Kernel: art.Kernel, Initrd: art.Initrd, RootImage: art.Rootfs,
-		CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB,
-		ConfigISO: cfgPath, SerialLog: m.SerialLog(o.Name),
-	}
-	h, err := be.Start(ctx, spec)
-	if err != nil {
-		return fail(fmt.Errorf("start VM %s: %w (serial log: %s)", o.Name, err, spec.SerialLog))
-	}
-	if pr, ok := h.(interface{ PID() int }); ok {
-		rec.PID = pr.PID()
-	}
-	rec.Started = time.Now().UTC()
-	_ = m.Store.Put(rec)
-
-	timeout := o.BootTimeout
-	if timeout == 0 {
-		timeout = time.Duration(m.Config.BootTimeout)
-	}
-	if timeout == 0 {
-		timeout = config.BuiltinBootTimeout
-	}
-	p.emit("agent", "waiting for the guest agent")
-	if err := m.waitReady(ctx, h, rec, timeout, p); err != nil {
-		if ctx.Err() != nil {
-			// Interrupted: kill the VMM so nothing runs unseen; the record
-			// stays (failed) so `ls` shows what happened and `rm` cleans up.
-			kctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_ = h.Kill(kctx)
-			cancel()
-			return fail(fmt.Errorf("up %s interrupted: %w", o.Name, ctx.Err()))
-		}
-		return fail(err)
-	}
-	rec.State, rec.Reason = string(backend.StateRunning), ""
-	if err := m.Store.Put(rec); err != nil {
-		return nil, err
+	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console}
+	spec := backend.Spec{RootImage: art.Rootfs, ImageDigest: art.Digest}
+	if err := m.boot(ctx, rec, be, spec, o.BootTimeout, p); err != nil {
+		return rec, err
 	}
 	p.emit("ready", fmt.Sprintf("%s is running (%.1fs)", o.Name, time.Since(start).Seconds()))
 	return rec, nil
+}
+
+// chooseBackend maps a backend name ("" = automatic) to a usable backend.
+// Automatic selection probes the host in the documented order (usable KVM,
+// Apple Virtualization, Docker, then QEMU with TCG); the decision with the
+// reason for every candidate is logged at debug level (`up -v`).
+func (m *Manager) chooseBackend(ctx context.Context, name string) (backend.Backend, error) {
+	be, d, err := backend.Select(ctx, name)
+	for _, line := range strings.Split(strings.TrimRight(d.String(), "\n"), "\n") {
+		if line != "" {
+			m.Log.Debug("backend selection: " + line)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w (run 'mvmctl doctor')", err)
+	}
+	return be, nil
+}
+
+// create takes the name's lock and claims it with rec. A taken name gets a
+// hint that depends on what the existing VM is doing.
+func (m *Manager) create(rec *store.Record) (func(), error) {
+	unlock, err := m.Store.Lock(rec.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.Store.Create(rec); err != nil {
+		unlock()
+		if errors.Is(err, store.ErrExists) {
+			if old, gerr := m.Store.Get(rec.Name); gerr == nil && !active(old.State) {
+				return nil, fmt.Errorf("%w: %q is %s (boot it again with 'mvmctl start %s' or 'mvmctl restart %s', or remove it with 'mvmctl rm %s')",
+					store.ErrExists, rec.Name, old.State, rec.Name, rec.Name, rec.Name)
+			}
+		}
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// fail records err on rec and returns it.
+func (m *Manager) fail(rec *store.Record, err error) (*store.Record, error) {
+	rec.State, rec.Reason = string(backend.StateFailed), err.Error()
+	_ = m.Store.Put(rec)
+	return rec, err
+}
+
+func (m *Manager) bootTimeout(t time.Duration) time.Duration {
+	if t == 0 {
+		t = time.Duration(m.Config.BootTimeout)
+	}
+	if t == 0 {
+		t = config.BuiltinBootTimeout
+	}
+	return t
 }
 
 // waitReady polls the agent's health until every stage is done, the VMM
 // exits, or timeout passes. Errors name the pending stage and the serial log.
 func (m *Manager) waitReady(ctx context.Context, h backend.Handle, rec *store.Record, timeout time.Duration, p *progress) error {
 	deadline := time.Now().Add(timeout)
-	ac := agentClient(h)
+	ac := m.agentClient(h, rec.Name)
 	pending := "agent connection"
 	lastStage := ""
 	for {
@@ -201,7 +208,7 @@ func (m *Manager) waitReady(ctx context.Context, h backend.Handle, rec *store.Re
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -220,13 +227,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
-}
-
-func firstString(v ...string) string {
-	for _, s := range v {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }

@@ -58,6 +58,13 @@ func run(m *testing.M) int {
 	if cache == "" {
 		cache = filepath.Join(rootDir, "cache")
 	}
+	// Drills that need a VMM process (crash, snapshot) run on QEMU: make it
+	// the user's default so auto-selection (Docker first on hosts without
+	// usable KVM) does not change what they test. Conformance tests pass
+	// --backend explicitly.
+	if err := os.MkdirAll(filepath.Join(rootDir, "config"), 0o700); err == nil {
+		_ = os.WriteFile(filepath.Join(rootDir, "config", "config.toml"), []byte("default_backend = \"qemu\"\n"), 0o600)
+	}
 	baseEnv = append(os.Environ(),
 		"MVM_CACHE_DIR="+cache,
 		"MVM_STATE_DIR="+filepath.Join(rootDir, "state"),

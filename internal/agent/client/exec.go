@@ -39,11 +39,15 @@ func (c *Client) Exec(ctx context.Context, req proto.ExecRequest, stdin io.Reade
 // Start is Exec without the wait; use it to forward signals (Signal,
 // ForwardSignals). ctx governs the whole run, not just the start.
 func (c *Client) Start(ctx context.Context, req proto.ExecRequest, stdin io.Reader, stdout, stderr io.Writer) (*Process, error) {
-	req.Stdin = stdin != nil
+	req.Stdin = stdin != nil || req.TTY
 	cn, res, err := c.call(ctx, proto.OpExec, req)
 	if err != nil {
 		return nil, err
 	}
+	return c.startProcess(ctx, cn, res, stdin, stdout, stderr), nil
+}
+
+func (c *Client) startProcess(ctx context.Context, cn *conn, res json.RawMessage, stdin io.Reader, stdout, stderr io.Writer) *Process {
 	var started struct {
 		Pid int `json:"pid"`
 	}
@@ -53,7 +57,7 @@ func (c *Client) Start(ctx context.Context, req proto.ExecRequest, stdin io.Read
 		go p.pumpStdin(stdin)
 	}
 	go p.readOutput(orDiscard(stdout), orDiscard(stderr))
-	return p, nil
+	return p
 }
 
 func orDiscard(w io.Writer) io.Writer {

@@ -62,15 +62,18 @@ func Rootfs(c *Console, version string) {
 		stages.Mark(proto.StageConfig, cfg.Name)
 	}
 	applyConfig(c, cfg)
+	wrap, err := ServerAuth(cfg)
+	if err != nil {
+		// No keys, no service: the host could not authenticate us, and we
+		// would not know whom to trust.
+		Fatal(c, "refusing to serve", err)
+	}
 
 	if err := loopbackUp(); err != nil {
 		stages.Fail(proto.StageNetwork, "lo: "+err.Error())
 	} else {
 		stages.Mark(proto.StageNetwork, "lo up")
 	}
-	markUnsupported(stages, proto.StageServices, ServicesDir, "services")
-	markUnsupported(stages, proto.StageHealth, HealthDir, "health checks")
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	power := func(reboot bool) {
@@ -96,7 +99,10 @@ func Rootfs(c *Console, version string) {
 		Shutdown:     power,
 		Reaper:       r,
 		AgentVersion: version,
+		Wrap:         wrap,
+		Console:      cfg.Policy.Console,
 	})
+	startImageDefs(ctx, c, srv, stages, ServicesDir, HealthDir)
 	ep := EndpointFromConfig(cfg.Transport)
 	c.Printf("ready: serving on %s", ep)
 	err = ServeEndpoint(ctx, srv, ep, log)
@@ -127,8 +133,13 @@ func loadConfig() (*guestcfg.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return guestcfg.Decode(f)
+	cfg, err := guestcfg.Decode(f)
+	f.Close()
+	// The drive holds the guest's private key: once read, take it out of
+	// reach of unprivileged guest users.
+	_ = unix.Unmount(ConfigMount, unix.MNT_DETACH)
+	_ = os.Chmod(dev, 0o600)
+	return cfg, err
 }
 
 // applyConfig sets the hostname and, if the guest clock is behind the host's

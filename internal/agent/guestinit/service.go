@@ -38,6 +38,12 @@ func Service(ctx context.Context, o ServiceOptions) error {
 			return fmt.Errorf("%s: %w", o.ConfigFile, err)
 		}
 	}
+	// Authentication is not optional: without keys there is nobody we
+	// could safely serve.
+	wrap, err := ServerAuth(cfg)
+	if err != nil {
+		return fmt.Errorf("refusing to serve: %w (pass --config with the keys)", err)
+	}
 	var ep Endpoint
 	switch {
 	case o.Listen != nil:
@@ -58,9 +64,9 @@ func Service(ctx context.Context, o ServiceOptions) error {
 		Reaper:       r,
 		AgentVersion: o.Version,
 		Shutdown:     func(bool) { cancel() },
-	}
-	if cfg != nil {
-		sc.Env = cfg.Env
+		Wrap:         wrap,
+		Env:          cfg.Env,
+		Console:      cfg.Policy.Console,
 	}
 	o.Log.Info("serving", "on", ep.String())
 	err = ServeEndpoint(ctx, server.New(sc), ep, o.Log)

@@ -65,6 +65,8 @@ type Exit struct {
 	Code     int    `json:"code"`                // exit status, or 128+signal when killed
 	Signal   string `json:"signal,omitempty"`    // e.g. "TERM" when killed by a signal
 	TimedOut bool   `json:"timed_out,omitempty"` // killed because TimeoutMS passed
+	// IdleTimeout: a console session ended because nobody typed or read.
+	IdleTimeout bool `json:"idle_timeout,omitempty"`
 }
 
 // Signal asks the agent to deliver a signal to the process group.
@@ -107,6 +109,10 @@ type HealthResult struct {
 	Hostname string  `json:"hostname,omitempty"`
 	Kernel   string  `json:"kernel,omitempty"`
 	UptimeMS int64   `json:"uptime_ms,omitempty"`
+	// Checks are the image's health checks (/etc/mvm/health.d), latest run.
+	Checks []CheckResult `json:"checks,omitempty"`
+	// Services are the image's services (/etc/mvm/services.d).
+	Services []ServiceStatus `json:"services,omitempty"`
 }
 
 // Error codes carried in TError frames.

@@ -35,6 +35,9 @@ type execSpec struct {
 	cred    *syscall.Credential
 	stdin   bool
 	timeout time.Duration
+	tty     bool
+	size    proto.Resize
+	idle    time.Duration // console: end the session after this much silence
 }
 
 func (s *Server) exec(ctx context.Context, w *wire, args json.RawMessage) error {
@@ -54,6 +57,14 @@ func (s *Server) exec(ctx context.Context, w *wire, args json.RawMessage) error 
 	return x.run(ctx)
 }
 
+// startExec starts spec with pipes, or on a new PTY when it asks for one.
+func (s *Server) startExec(spec *execSpec) (*execution, *proto.Error) {
+	if spec.tty {
+		return s.startPTY(spec)
+	}
+	return s.startPipes(spec)
+}
+
 func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 	if len(req.Argv) == 0 || req.Argv[0] == "" {
 		return nil, proto.Errorf(proto.CodeBadRequest, "argv must name a program")
@@ -63,13 +74,11 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 			return nil, proto.Errorf(proto.CodeBadRequest, "argv contains a NUL byte")
 		}
 	}
-	if req.TTY {
-		return nil, proto.Errorf(proto.CodeBadRequest, "tty not supported yet")
-	}
 	if req.TimeoutMS < 0 {
 		return nil, proto.Errorf(proto.CodeBadRequest, "timeout_ms must not be negative")
 	}
-	spec := &execSpec{argv: req.Argv, stdin: req.Stdin, timeout: time.Duration(req.TimeoutMS) * time.Millisecond}
+	spec := &execSpec{argv: req.Argv, stdin: req.Stdin || req.TTY, tty: req.TTY,
+		size: proto.Resize{Cols: req.Cols, Rows: req.Rows}, timeout: time.Duration(req.TimeoutMS) * time.Millisecond}
 
 	base := []string{"PATH=" + BasePath, "HOME=/root"}
 	if req.User != "" {
@@ -84,6 +93,9 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 		}
 	} else if uid := os.Getuid(); uid != 0 {
 		base[1] = "HOME=" + cmp.Or(homeOf(uid, s.cfg.PasswdFile), "/")
+	}
+	if req.TTY {
+		base = append(base, "TERM=xterm-256color")
 	}
 	env, err := mergeEnv(base, s.cfg.Env, req.Env)
 	if err != nil {
@@ -111,9 +123,9 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 	return spec, nil
 }
 
-// startExec creates the pipes and starts the process as leader of its own
+// startPipes creates the pipes and starts the process as leader of its own
 // process group, so timeouts, signals and disconnects reach all of it.
-func (s *Server) startExec(spec *execSpec) (*execution, *proto.Error) {
+func (s *Server) startPipes(spec *execSpec) (*execution, *proto.Error) {
 	var closeOnFail []*os.File
 	fail := func(err error) (*execution, *proto.Error) {
 		for _, f := range closeOnFail {
@@ -156,14 +168,7 @@ func (s *Server) startExec(spec *execSpec) (*execution, *proto.Error) {
 		for _, f := range closeOnFail {
 			f.Close()
 		}
-		code := proto.CodeInternal
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			code = proto.CodeNotFound
-		case errors.Is(err, fs.ErrPermission):
-			code = proto.CodeDenied
-		}
-		return nil, proto.Errorf(code, "start %s: %v", spec.argv[0], err)
+		return nil, startError(spec, err)
 	}
 	// The child has its copies; ours would keep the pipes from reaching EOF.
 	stdinR.Close()
@@ -181,4 +186,15 @@ func (s *Server) startExec(spec *execSpec) (*execution, *proto.Error) {
 		finished:  make(chan struct{}),
 		writeErr:  make(chan error, 2),
 	}, nil
+}
+
+func startError(spec *execSpec, err error) *proto.Error {
+	code := proto.CodeInternal
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		code = proto.CodeNotFound
+	case errors.Is(err, fs.ErrPermission):
+		code = proto.CodeDenied
+	}
+	return proto.Errorf(code, "start %s: %v", spec.argv[0], err)
 }

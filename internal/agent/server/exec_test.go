@@ -143,7 +143,6 @@ func TestExecErrors(t *testing.T) {
 		}{
 			{"empty argv", proto.ExecRequest{}, proto.CodeBadRequest},
 			{"missing program", proto.ExecRequest{Argv: []string{"no-such-program-mvm"}}, proto.CodeNotFound},
-			{"tty", proto.ExecRequest{Argv: []string{"true"}, TTY: true}, proto.CodeBadRequest},
 			{"relative cwd", proto.ExecRequest{Argv: []string{"true"}, Cwd: "tmp"}, proto.CodeBadRequest},
 			{"missing cwd", proto.ExecRequest{Argv: []string{"true"}, Cwd: "/no/such/dir"}, proto.CodeNotFound},
 			{"bad env", proto.ExecRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, proto.CodeBadRequest},

@@ -26,7 +26,12 @@ type execution struct {
 	stdout  *os.File // read ends
 	stderr  *os.File
 	stdin   *os.File // write end; nil when stdin was not requested
+	tty     *os.File // PTY master (also stdout and stdin); nil for pipes
 	timeout time.Duration
+	idle    time.Duration // 0: no idle limit
+	active  atomic.Int64  // unix nanos of the last input or output
+	// onExit, when set, runs once the process is gone (console: free the slot).
+	onExit func()
 
 	stdinCh   chan []byte   // input reader → stdin writer (bounded: backpressure)
 	stdinDone chan struct{} // stdin writer exited
@@ -50,9 +55,12 @@ func (x *execution) run(ctx context.Context) error {
 	}
 
 	var pumps sync.WaitGroup
-	pumps.Add(2)
+	pumps.Add(1)
 	go x.pump(&pumps, x.stdout, proto.TStdout)
-	go x.pump(&pumps, x.stderr, proto.TStderr)
+	if x.stderr != nil {
+		pumps.Add(1)
+		go x.pump(&pumps, x.stderr, proto.TStderr)
+	}
 	if x.stdin != nil {
 		x.bg.Add(1)
 		go x.writeStdin()
@@ -68,8 +76,15 @@ func (x *execution) run(ctx context.Context) error {
 		defer t.Stop()
 		timeoutC = t.C
 	}
+	var idleC <-chan time.Time
+	if x.idle > 0 {
+		x.touch()
+		t := time.NewTicker(min(x.idle/4, time.Second))
+		defer t.Stop()
+		idleC = t.C
+	}
 	done := ctx.Done()
-	timedOut, peerGone := false, false
+	timedOut, peerGone, idled := false, false, false
 	var result error
 	for waiting := true; waiting; {
 		select {
@@ -78,6 +93,12 @@ func (x *execution) run(ctx context.Context) error {
 		case <-timeoutC:
 			timeoutC, timedOut = nil, true
 			x.kill()
+		case <-idleC:
+			if time.Since(time.Unix(0, x.active.Load())) >= x.idle {
+				idleC, idled = nil, true
+				x.signal(unix.SIGHUP) // what a hung-up terminal does; then make sure
+				time.AfterFunc(2*time.Second, x.kill)
+			}
 		case err := <-inputErr:
 			inputErr, peerGone = nil, true
 			x.silenced.Store(true)
@@ -103,8 +124,13 @@ func (x *execution) run(ctx context.Context) error {
 
 	x.drain(&pumps)
 	close(x.finished)
+	if x.onExit != nil {
+		x.onExit()
+	}
 	if !peerGone {
-		if err := x.w.sendJSON(proto.TExit, exitOf(x.proc.Status(), timedOut)); err != nil {
+		e := exitOf(x.proc.Status(), timedOut)
+		e.IdleTimeout = idled
+		if err := x.w.sendJSON(proto.TExit, e); err != nil {
 			result = fmt.Errorf("send exit: %w", err)
 		}
 	}
@@ -128,6 +154,8 @@ func exitOf(ws unix.WaitStatus, timedOut bool) proto.Exit {
 	return e
 }
 
+func (x *execution) touch() { x.active.Store(time.Now().UnixNano()) }
+
 // kill ends the whole process group; a group already gone is fine.
 func (x *execution) kill() { x.signal(unix.SIGKILL) }
 
@@ -139,6 +167,9 @@ func (x *execution) pump(wg *sync.WaitGroup, r *os.File, t proto.Type) {
 	buf := make([]byte, proto.MaxData)
 	for {
 		n, err := r.Read(buf)
+		if n > 0 && x.idle > 0 {
+			x.touch()
+		}
 		if n > 0 && !x.silenced.Load() {
 			if werr := x.w.send(t, buf[:n]); werr != nil {
 				select {
@@ -168,18 +199,26 @@ func (x *execution) drain(pumps *sync.WaitGroup) {
 	}
 	// Something that outlived the leader holds the pipes; stop reading.
 	x.stdout.Close()
-	x.stderr.Close()
+	if x.stderr != nil {
+		x.stderr.Close()
+	}
 	<-done
 }
 
 func (x *execution) writeStdin() {
 	defer x.bg.Done()
 	defer close(x.stdinDone)
-	defer x.stdin.Close()
+	if x.tty == nil { // the PTY master also carries output: closeFiles closes it
+		defer x.stdin.Close()
+	}
 	for {
 		select {
 		case b, ok := <-x.stdinCh:
 			if !ok {
+				if x.tty != nil {
+					// A terminal has no half-close: end-of-input is ^D.
+					_, _ = x.tty.Write([]byte{4})
+				}
 				return
 			}
 			// Blocks while the process does not read; closeFiles unblocks it.
@@ -204,7 +243,22 @@ func (x *execution) readInput() error {
 			}
 			return err
 		}
+		if x.idle > 0 {
+			x.touch()
+		}
 		switch f.Type {
+		case proto.TResize:
+			if x.tty == nil {
+				return proto.Errorf(proto.CodeBadRequest, "resize frame without a tty")
+			}
+			var r proto.Resize
+			if err := f.Decode(&r); err != nil {
+				return proto.Errorf(proto.CodeBadRequest, "%v", err)
+			}
+			if r.Cols == 0 || r.Rows == 0 {
+				return proto.Errorf(proto.CodeBadRequest, "resize to %dx%d", r.Cols, r.Rows)
+			}
+			_ = setSize(x.tty, r) // SIGWINCH reaches the foreground group
 		case proto.TStdin:
 			if x.stdin == nil || eof {
 				return proto.Errorf(proto.CodeBadRequest, "stdin frame after stdin-eof or without stdin requested")
@@ -239,8 +293,10 @@ func (x *execution) readInput() error {
 
 func (x *execution) closeFiles() {
 	x.stdout.Close()
-	x.stderr.Close()
-	if x.stdin != nil {
+	if x.stderr != nil {
+		x.stderr.Close()
+	}
+	if x.stdin != nil && x.tty == nil {
 		x.stdin.Close()
 	}
 }

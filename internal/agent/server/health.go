@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 
@@ -9,10 +10,19 @@ import (
 	"github.com/mvm-dev/mvm/internal/agent/proto"
 )
 
-func (s *Server) health(w *wire) error {
+func (s *Server) health(ctx context.Context, w *wire, args json.RawMessage) error {
+	var req proto.HealthRequest
+	if err := decodeArgs(args, &req); err != nil {
+		return w.fail(proto.Errorf(proto.CodeBadRequest, "health args: %v", err))
+	}
+	if req.RunChecks {
+		s.runChecksNow(ctx)
+	}
 	res := proto.HealthResult{
-		Ready:  s.cfg.Stages.Ready(),
-		Stages: s.cfg.Stages.Snapshot(),
+		Ready:    s.cfg.Stages.Ready(),
+		Stages:   s.cfg.Stages.Snapshot(),
+		Checks:   s.checks.snapshot(),
+		Services: s.services.snapshot(),
 	}
 	res.Hostname, _ = os.Hostname()
 	var uts unix.Utsname

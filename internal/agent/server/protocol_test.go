@@ -79,9 +79,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 		{"bad exec args", [][]byte{hello, frame(proto.TRequest, `{"op":"exec","args":{"argv":"sh"}}`)}, proto.CodeBadRequest, false},
 		{"shutdown unsupported", [][]byte{hello, frame(proto.TRequest, `{"op":"shutdown"}`)}, proto.CodeUnavailable, false},
 	}
-	ln, dial := tcpTransport(t)
-	startServer(t, server.Config{}, ln)
-	c := client.New(dial)
+	dial, c := authedTCP(t, server.Config{})
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			conn, err := dial(context.Background())
@@ -95,7 +93,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 				}
 			}
 			if tc.close {
-				_ = conn.(*net.TCPConn).CloseWrite()
+				_ = conn.(interface{ CloseWrite() error }).CloseWrite()
 			}
 			frames := readAll(t, conn)
 			if tc.code != "" {
@@ -113,8 +111,7 @@ func TestBadInputKeepsServing(t *testing.T) {
 
 func TestGarbageDuringExec(t *testing.T) {
 	needSh(t)
-	ln, dial := tcpTransport(t)
-	startServer(t, server.Config{}, ln)
+	dial, _ := authedTCP(t, server.Config{})
 	conn, err := dial(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -257,4 +254,22 @@ func TestWrap(t *testing.T) {
 	if _, err := client.New(dial).Health(testCtx(t)); err == nil {
 		t.Fatal("unwrapped client was served")
 	}
+}
+
+// authedTCP serves cfg with authentication on loopback TCP and returns a
+// dialer of authenticated raw connections (for hand-made frames) and a client.
+func authedTCP(t *testing.T, cfg server.Config) (client.Dialer, *client.Client) {
+	t.Helper()
+	ln, dial := tcpTransport(t)
+	keys := newTestKeys(t)
+	cfg.Wrap = keys.serverWrap
+	startServer(t, cfg, ln)
+	authDial := func(ctx context.Context) (net.Conn, error) {
+		c, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return keys.clientWrap(c)
+	}
+	return authDial, client.New(dial, client.WithWrap(keys.clientWrap))
 }

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
@@ -50,6 +51,13 @@ type Config struct {
 	PasswdFile, GroupFile string
 	// AgentVersion is reported in HelloAck.
 	AgentVersion string
+	// Console allows the console operation (guestcfg Policy.Console, from
+	// the image recipe's [access] console).
+	Console bool
+	// ConsoleIdle is the default console idle timeout (default 15m).
+	ConsoleIdle time.Duration
+	// CopyRoot confines copy-in/copy-out (default /); tests use a temp dir.
+	CopyRoot string
 }
 
 // startFunc starts a process; a seam so fuzzing never runs real commands.
@@ -57,9 +65,12 @@ type startFunc func(path string, argv []string, attr *os.ProcAttr) (*reaper.Proc
 
 // Server serves the agent protocol.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	start startFunc
+	cfg         Config
+	log         *slog.Logger
+	start       startFunc
+	consoleBusy atomic.Bool // one console session per VM
+	checks      checkState
+	services    serviceState
 }
 
 // New returns a Server; it starts nothing until Serve.
@@ -78,6 +89,12 @@ func New(cfg Config) *Server {
 	}
 	if cfg.GroupFile == "" {
 		cfg.GroupFile = "/etc/group"
+	}
+	if cfg.ConsoleIdle == 0 {
+		cfg.ConsoleIdle = DefaultConsoleIdle
+	}
+	if cfg.CopyRoot == "" {
+		cfg.CopyRoot = "/"
 	}
 	s := &Server{cfg: cfg, log: cfg.Log}
 	s.start = func(path string, argv []string, attr *os.ProcAttr) (*reaper.Process, error) {
@@ -222,11 +239,21 @@ func readControl(r io.Reader, want proto.Type) (proto.Frame, error) {
 func (s *Server) dispatch(ctx context.Context, w *wire, req *proto.Request) error {
 	switch req.Op {
 	case proto.OpHealth:
-		return s.health(w)
+		return s.health(ctx, w, req.Args)
+	case proto.OpConsole:
+		return s.console(ctx, w, req.Args)
+	case proto.OpForward:
+		return s.forward(ctx, w, req.Args)
+	case proto.OpCopyIn:
+		return s.copyIn(w, req.Args)
+	case proto.OpCopyOut:
+		return s.copyOut(w, req.Args)
 	case proto.OpExec:
 		return s.exec(ctx, w, req.Args)
 	case proto.OpShutdown:
 		return s.shutdown(w, req.Args)
+	case proto.OpPostRestore:
+		return s.postRestore(w, req.Args)
 	default:
 		return w.fail(proto.Errorf(proto.CodeUnknownOp, "operation %q is not supported", req.Op))
 	}

@@ -30,6 +30,9 @@ func (s *Stages) Mark(name, detail string) { s.set(name, true, detail) }
 func (s *Stages) Fail(name, detail string) { s.set(name, false, detail) }
 
 func (s *Stages) set(name string, done bool, detail string) {
+	if s == nil {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range s.list {

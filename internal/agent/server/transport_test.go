@@ -2,14 +2,18 @@ package server_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"net"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
+	"github.com/mvm-dev/mvm/internal/agent/auth"
 	"github.com/mvm-dev/mvm/internal/agent/client"
 	"github.com/mvm-dev/mvm/internal/agent/server"
 	"github.com/mvm-dev/mvm/internal/transport/serialmux"
@@ -23,7 +27,7 @@ type transport struct {
 
 var transports = []transport{
 	{"tcp", tcpTransport},
-	{"pipe", pipeTransport},
+	{"socketpair", socketpairTransport},
 	{"serialmux", serialmuxTransport},
 }
 
@@ -39,9 +43,9 @@ func tcpTransport(t *testing.T) (net.Listener, client.Dialer) {
 	}
 }
 
-// pipeListener hands out one end of a net.Pipe per dial: an unbuffered,
-// synchronous transport that catches any reliance on buffering.
+// pipeListener hands out one end of a connected pair per dial.
 type pipeListener struct {
+	pair  func() (net.Conn, net.Conn, error)
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -66,7 +70,10 @@ func (pipeAddr) Network() string { return "pipe" }
 func (pipeAddr) String() string  { return "pipe" }
 
 func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
-	a, b := net.Pipe()
+	a, b, err := l.pair()
+	if err != nil {
+		return nil, err
+	}
 	select {
 	case l.conns <- b:
 		return a, nil
@@ -77,9 +84,33 @@ func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-func pipeTransport(t *testing.T) (net.Listener, client.Dialer) {
-	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{})}
+// socketpairTransport hands out connected unix sockets: small kernel
+// buffers, no listener. Not net.Pipe: with TLS both ends write close_notify
+// when they close, and an unbuffered pipe stalls them for TLS's 5 s.
+func socketpairTransport(t *testing.T) (net.Listener, client.Dialer) {
+	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{}), pair: socketPair}
 	return l, l.dial
+}
+
+func socketPair() (net.Conn, net.Conn, error) {
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	var conns [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			if i == 1 {
+				conns[0].Close()
+			}
+			return nil, nil, err
+		}
+		conns[i] = c
+	}
+	return conns[0], conns[1], nil
 }
 
 // serialmuxTransport runs both yamux ends over one net.Pipe, like the host
@@ -127,15 +158,55 @@ func startServer(t *testing.T, cfg server.Config, ln net.Listener) {
 	})
 }
 
-// forEachTransport runs fn against a fresh server per transport.
+// forEachTransport runs fn against a fresh server per transport, with
+// mutual authentication on, as in production. The dialer handed to fn is
+// the authenticated one too (TLS included), for tests that speak raw frames.
 func forEachTransport(t *testing.T, cfg server.Config, fn func(t *testing.T, c *client.Client, dial client.Dialer)) {
 	for _, tr := range transports {
 		t.Run(tr.name, func(t *testing.T) {
 			ln, dial := tr.setup(t)
+			keys := newTestKeys(t)
+			cfg := cfg
+			cfg.Wrap = keys.serverWrap
 			startServer(t, cfg, ln)
-			fn(t, client.New(dial), dial)
+			authDial := func(ctx context.Context) (net.Conn, error) {
+				c, err := dial(ctx)
+				if err != nil {
+					return nil, err
+				}
+				return keys.clientWrap(c)
+			}
+			fn(t, client.New(dial, client.WithWrap(keys.clientWrap)), authDial)
 		})
 	}
+}
+
+// testKeys is a host key and a guest key that trust each other.
+type testKeys struct {
+	serverWrap, clientWrap func(net.Conn) (net.Conn, error)
+	host                   ed25519.PrivateKey
+	guestPub               ed25519.PublicKey
+}
+
+func newTestKeys(t testing.TB) testKeys {
+	t.Helper()
+	_, host, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	guest, guestPub, err := auth.NewGuestKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := auth.ServerConfig(guest, host.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg, err := auth.ClientConfig(host, guestPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testKeys{serverWrap: auth.ServerWrap(scfg), clientWrap: auth.ClientWrap(ccfg), host: host, guestPub: guestPub}
 }
 
 func testCtx(t *testing.T) context.Context {

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+)
+
+// ioctls of random(4), from <linux/random.h>.
+const (
+	rndAddEntropy = 0x40085203 // _IOW('R', 0x03, int[2])
+	rndReseedCRNG = 0x5207     // _IO('R', 0x07)
+)
+
+// postRestore steps the clock, credits fresh entropy, reseeds the CRNG and
+// sets the hostname, then answers with what it did. A clone must not keep
+// its parent's clock, random state or name.
+func (s *Server) postRestore(w *wire, args json.RawMessage) error {
+	req, err := proto.ParsePostRestore(args)
+	if err != nil {
+		return w.fail(proto.Errorf(proto.CodeBadRequest, "%v", err))
+	}
+	var res proto.PostRestoreResult
+	if req.UnixNano > 0 {
+		before := time.Now()
+		tv := unix.NsecToTimeval(req.UnixNano)
+		if err := unix.Settimeofday(&tv); err != nil {
+			return w.fail(proto.Errorf(proto.CodeInternal, "set clock: %v", err))
+		}
+		res.ClockStepMS = (req.UnixNano - before.UnixNano()) / 1e6
+	}
+	if len(req.Entropy) > 0 {
+		reseeded, err := addEntropy(req.Entropy)
+		if err != nil {
+			return w.fail(proto.Errorf(proto.CodeInternal, "add entropy: %v", err))
+		}
+		res.EntropyBytes, res.Reseeded = len(req.Entropy), reseeded
+	}
+	if req.Hostname != "" {
+		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
+			return w.fail(proto.Errorf(proto.CodeInternal, "set hostname: %v", err))
+		}
+	}
+	res.Hostname, _ = os.Hostname()
+	res.AgentUnixNano = time.Now().UnixNano()
+	s.log.Info("post-restore applied", "hostname", res.Hostname, "clock_step_ms", res.ClockStepMS, "entropy", res.EntropyBytes)
+	return respond(w, res)
+}
+
+// addEntropy credits b to the input pool (RNDADDENTROPY needs
+// CAP_SYS_ADMIN, which the agent has as init) and forces a CRNG reseed.
+// Without the capability the bytes are still mixed in by a plain write,
+// uncredited. It reports whether the reseed happened.
+func addEntropy(b []byte) (bool, error) {
+	f, err := os.OpenFile("/dev/urandom", os.O_WRONLY, 0)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	// struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }
+	info := make([]byte, 8+len(b))
+	*(*int32)(unsafe.Pointer(&info[0])) = int32(len(b) * 8)
+	*(*int32)(unsafe.Pointer(&info[4])) = int32(len(b))
+	copy(info[8:], b)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndAddEntropy, uintptr(unsafe.Pointer(&info[0]))); errno != 0 {
+		if _, werr := f.Write(b); werr != nil {
+			return false, fmt.Errorf("RNDADDENTROPY: %v; write: %w", errno, werr)
+		}
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), rndReseedCRNG, 0)
+	return errno == 0, nil
+}

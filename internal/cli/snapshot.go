@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// newSnapshotCommand groups snapshot create/ls/rm.
+func newSnapshotCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "snapshot",
+		Short: "Save running VMs and restore new ones from them ('up --from-snapshot')",
+		Args:  exactArgs(0, "a subcommand: create, ls or rm"),
+	}
+	cmd.AddCommand(newSnapshotCreateCommand(g), newSnapshotLsCommand(g), newSnapshotRmCommand(g))
+	return cmd
+}
+
+func newSnapshotCreateCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:               "create NAME [SNAPSHOT]",
+		Short:             "Save a running VM's memory, devices and disk (default name NAME-<timestamp>)",
+		ValidArgsFunction: completeVMNames(g),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 1 || len(args) > 2 {
+				return usageError{fmt.Errorf("snapshot create takes a VM name and an optional snapshot name")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			snap := ""
+			if len(args) == 2 {
+				snap = args[1]
+			}
+			s, err := m.SnapshotCreate(cmd.Context(), args[0], snap)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(g.stdout, s)
+			}
+			fmt.Fprintln(g.stdout, s.Name)
+			fmt.Fprintf(g.stderr, "Saved %s in %.1fs (%s on disk). Restore with: mvmctl up --from-snapshot %s --name NEW\n",
+				args[0], s.SaveSecs, humanBytes(s.DiskBytes), s.Name)
+			return nil
+		},
+	}
+}
+
+func newSnapshotLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List snapshots",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			snaps, err := m.SnapshotList(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				if snaps == nil {
+					return writeJSON(g.stdout, []any{})
+				}
+				return writeJSON(g.stdout, snaps)
+			}
+			if len(snaps) == 0 {
+				fmt.Fprintln(g.stderr, "No snapshots. Save a running VM with 'mvmctl snapshot create NAME'.")
+				return nil
+			}
+			tw := newTable(g.stdout)
+			fmt.Fprintln(tw, "NAME\tSOURCE\tIMAGE\tCPUS\tMEMORY\tSIZE\tCREATED\tUSED BY")
+			for _, s := range snaps {
+				name := s.Name
+				if !s.Complete {
+					name += " (incomplete)"
+				}
+				used := "-"
+				if len(s.UsedBy) > 0 {
+					used = strings.Join(s.UsedBy, ",")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dMiB\t%s\t%s\t%s\n", name, s.Source, s.Image, s.CPUs, s.MemoryMiB, humanBytes(s.DiskBytes), age(s.Created), used)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newSnapshotRmCommand(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm SNAPSHOT...",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove snapshots (refused while VMs restored from them exist, unless -f)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usageError{fmt.Errorf("snapshot rm needs at least one snapshot name")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			bad := 0
+			for _, name := range args {
+				if err := m.SnapshotRemove(cmd.Context(), name, force); err != nil {
+					fmt.Fprintln(g.stderr, "mvmctl:", err)
+					bad++
+					continue
+				}
+				fmt.Fprintln(g.stdout, name)
+			}
+			if bad > 0 {
+				return &ExitError{Code: 1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even if VMs restored from it still exist (their disks break)")
+	return cmd
+}

@@ -1,0 +1,151 @@
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/image"
+	"github.com/mvm-dev/mvm/internal/store"
+)
+
+// upFromSnapshot makes a new VM from a snapshot: its own directory, disk
+// overlay and config drive, then re-provisions the guest (clock, entropy,
+// hostname) through the agent, so clones of one snapshot never collide.
+func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Time) (*store.Record, error) {
+	s, err := m.GetSnapshot(o.FromSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Complete {
+		return nil, fmt.Errorf("snapshot %q is incomplete (interrupted while saving); remove it with 'mvmctl snapshot rm %s'", s.Name, s.Name)
+	}
+	if o.Name == "" {
+		o.Name = store.RandomName(m.Store.Exists)
+	}
+	if err := store.ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	p := &progress{fn: o.Progress, vm: o.Name, start: start}
+	be, err := backend.Get(s.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if o.Backend != "" && o.Backend != s.Backend {
+		return nil, fmt.Errorf("snapshot %q was made on backend %s and restores only there, not on %s", s.Name, s.Backend, o.Backend)
+	}
+	r, ok := be.(backend.Restorer)
+	if !ok || !be.Capabilities().Snapshot {
+		return nil, backend.Unsupported(s.Backend, "restore from snapshot")
+	}
+	// The machine shape is part of the saved state.
+	if o.CPUs > 0 && o.CPUs != s.CPUs {
+		p.emit("warning", fmt.Sprintf("snapshot has %d vCPUs; ignoring --cpus %d", s.CPUs, o.CPUs))
+		m.Log.Warn("ignoring --cpus for a restored VM", "snapshot_cpus", s.CPUs, "requested", o.CPUs)
+	}
+	if o.MemoryMiB > 0 && o.MemoryMiB != s.MemoryMiB {
+		p.emit("warning", fmt.Sprintf("snapshot has %d MiB; ignoring --memory %d MiB", s.MemoryMiB, o.MemoryMiB))
+		m.Log.Warn("ignoring --memory for a restored VM", "snapshot_memory_mib", s.MemoryMiB, "requested", o.MemoryMiB)
+	}
+	if o.Image != "" && o.Image != s.Image {
+		m.Log.Warn("ignoring --image for a restored VM", "snapshot_image", s.Image, "requested", o.Image)
+	}
+	rec := &store.Record{
+		Name: o.Name, State: string(backend.StateCreating), Backend: s.Backend,
+		Image: s.Image, ImageDigest: s.ImageDigest, Created: time.Now().UTC(),
+		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name,
+		Sources: map[string]string{"image": SourceSnapshot, "backend": SourceSnapshot, "cpus": SourceSnapshot, "memory_mib": SourceSnapshot},
+	}
+	unlock, err := m.create(rec)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	// The clone wakes up with the snapshot's guest key in memory.
+	if err := copyGuestPin(s.Dir, rec.Dir); err != nil {
+		return m.fail(rec, fmt.Errorf("snapshot %s: %w", s.Name, err))
+	}
+	cfgPath := filepath.Join(rec.Dir, configDriveFile)
+	if err := image.WriteConfigDrive(ctx, cfgPath, guestConfig(rec, be)); err != nil {
+		return m.fail(rec, fmt.Errorf("write config drive: %w", err))
+	}
+	rec.State = string(backend.StateStarting)
+	if err := m.Store.Put(rec); err != nil {
+		return nil, err
+	}
+	p.emit("restore", "restoring from snapshot "+s.Name)
+	spec := backend.Spec{Name: rec.Name, Dir: rec.Dir, ConfigISO: cfgPath, SerialLog: m.SerialLog(rec.Name)}
+	h, err := r.Restore(ctx, spec, s.Dir)
+	if err != nil {
+		return m.fail(rec, err)
+	}
+	if pr, ok := h.(interface{ PID() int }); ok {
+		rec.PID = pr.PID()
+	}
+	rec.Started = time.Now().UTC()
+	_ = m.Store.Put(rec)
+	p.emit("agent", "re-provisioning the guest")
+	res, err := m.postRestore(ctx, h, rec.Name, m.bootTimeout(o.BootTimeout))
+	if err != nil {
+		if ctx.Err() != nil {
+			killQuietly(h)
+			return m.fail(rec, fmt.Errorf("up %s interrupted: %w", rec.Name, ctx.Err()))
+		}
+		return m.fail(rec, err)
+	}
+	m.Log.Debug("post-restore", "vm", rec.Name, "clock_step_ms", res.ClockStepMS, "reseeded", res.Reseeded)
+	rec.State, rec.Reason = string(backend.StateRunning), ""
+	if err := m.Store.Put(rec); err != nil {
+		return nil, err
+	}
+	p.emit("ready", fmt.Sprintf("%s is running (restored in %.2fs)", rec.Name, time.Since(start).Seconds()))
+	return rec, nil
+}
+
+// postRestore sends the clone its clock, entropy and name, retrying while
+// the agent link re-synchronises after the restore.
+func (m *Manager) postRestore(ctx context.Context, h backend.Handle, name string, timeout time.Duration) (*proto.PostRestoreResult, error) {
+	entropy := make([]byte, 64)
+	if _, err := rand.Read(entropy); err != nil {
+		return nil, fmt.Errorf("entropy for the guest: %w", err)
+	}
+	ac := m.agentClient(h, name)
+	deadline := time.Now().Add(timeout)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err := ac.PostRestore(actx, proto.PostRestoreRequest{UnixNano: time.Now().UnixNano(), Hostname: name, Entropy: entropy})
+		cancel()
+		if err == nil {
+			if res.Hostname != name {
+				return nil, fmt.Errorf("restored VM %s reports hostname %q after post-restore", name, res.Hostname)
+			}
+			return res, nil
+		}
+		if e, ok := proto.AsError(err); ok {
+			// The agent answered and refused: retrying will not help.
+			return nil, fmt.Errorf("post-restore of %s: %w", name, e)
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		st, serr := h.State(sctx)
+		cancel()
+		if serr == nil && (st == backend.StateStopped || st == backend.StateFailed) {
+			return nil, fmt.Errorf("restored VM %s exited before its agent answered: %v; serial log: %s", name, err, m.SerialLog(name))
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("restored VM %s: agent did not answer within %s: %w", name, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

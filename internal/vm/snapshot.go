@@ -1,0 +1,204 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/store"
+)
+
+// snapMetaFile is our record inside a snapshot directory; the backend owns
+// the rest. It is written last, so a directory without it is incomplete.
+const snapMetaFile = "mvm-snapshot.json"
+
+// Snapshot is the metadata of one saved VM.
+type Snapshot struct {
+	Name        string      `json:"name"`
+	Source      string      `json:"source"` // VM it was taken from
+	Backend     string      `json:"backend"`
+	Image       string      `json:"image"`
+	ImageDigest string      `json:"image_digest,omitempty"`
+	CPUs        int         `json:"cpus"`
+	MemoryMiB   int         `json:"memory_mib"`
+	Created     time.Time   `json:"created"`
+	Boot        *store.Boot `json:"boot,omitempty"`
+	// Filled in when listing, not stored.
+	Dir       string   `json:"dir"`
+	SizeBytes int64    `json:"size_bytes"` // apparent size of every file
+	DiskBytes int64    `json:"disk_bytes"` // blocks actually allocated
+	Complete  bool     `json:"complete"`
+	UsedBy    []string `json:"used_by,omitempty"` // VMs restored from it
+	SaveSecs  float64  `json:"save_seconds,omitempty"`
+}
+
+// SnapshotsDir holds one directory per snapshot.
+func (m *Manager) SnapshotsDir() string { return filepath.Join(m.Dirs.State, "snapshots") }
+
+func (m *Manager) snapDir(name string) string { return filepath.Join(m.SnapshotsDir(), name) }
+
+// SnapshotCreate saves a running or paused VM into a new snapshot. An empty
+// snapName becomes VM-<UTC timestamp>.
+func (m *Manager) SnapshotCreate(ctx context.Context, vmName, snapName string) (*Snapshot, error) {
+	if snapName == "" {
+		snapName = vmName + "-" + time.Now().UTC().Format("20060102-150405")
+	}
+	if err := store.ValidateName(snapName); err != nil {
+		return nil, fmt.Errorf("snapshot name: %w", err)
+	}
+	rec, err := m.Get(ctx, vmName)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := m.Store.Lock(vmName)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if rec.State != string(backend.StateRunning) && rec.State != string(backend.StatePaused) {
+		return nil, fmt.Errorf("cannot snapshot: VM %q is %s; only a running or paused VM can be saved", vmName, rec.State)
+	}
+	h, err := m.handle(rec)
+	if err != nil {
+		return nil, err
+	}
+	be, err := backend.Get(rec.Backend)
+	if err != nil {
+		return nil, err
+	}
+	sn, ok := h.(backend.Snapshotter)
+	if !ok || !be.Capabilities().Snapshot {
+		return nil, backend.Unsupported(rec.Backend, "snapshots")
+	}
+	dir := m.snapDir(snapName)
+	if _, err := os.Stat(dir); err == nil {
+		return nil, fmt.Errorf("snapshot %q already exists (remove it with 'mvmctl snapshot rm %s')", snapName, snapName)
+	}
+	if err := os.MkdirAll(m.SnapshotsDir(), 0o700); err != nil {
+		return nil, err
+	}
+	began := time.Now()
+	if err := sn.Snapshot(ctx, dir); err != nil {
+		return nil, err
+	}
+	// Restored clones keep the source's guest key (it is in the memory image).
+	if err := copyGuestPin(rec.Dir, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("snapshot %s: %w", snapName, err)
+	}
+	s := &Snapshot{
+		Name: snapName, Source: vmName, Backend: rec.Backend, Image: rec.Image, ImageDigest: rec.ImageDigest,
+		CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Created: time.Now().UTC(), Boot: rec.Boot,
+		SaveSecs: time.Since(began).Seconds(),
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := store.WriteFileAtomic(filepath.Join(dir, snapMetaFile), append(b, '\n'), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("snapshot %s: %w", snapName, err)
+	}
+	return m.snapshotInfo(snapName, nil)
+}
+
+// GetSnapshot reads one snapshot's metadata.
+func (m *Manager) GetSnapshot(name string) (*Snapshot, error) {
+	if err := store.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("snapshot name: %w", err)
+	}
+	recs, _ := m.Store.List()
+	return m.snapshotInfo(name, recs)
+}
+
+func (m *Manager) snapshotInfo(name string, recs []*store.Record) (*Snapshot, error) {
+	dir := m.snapDir(name)
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("no such snapshot %q (see 'mvmctl snapshot ls')", name)
+	}
+	s := &Snapshot{Name: name}
+	if b, err := os.ReadFile(filepath.Join(dir, snapMetaFile)); err == nil && json.Unmarshal(b, s) == nil && s.Name == name {
+		s.Complete = true
+	} else {
+		s.Name, s.Created = name, st.ModTime().UTC()
+	}
+	s.Dir = dir
+	s.SizeBytes, s.DiskBytes = dirSize(dir)
+	for _, r := range recs {
+		if r.Snapshot == name {
+			s.UsedBy = append(s.UsedBy, r.Name)
+		}
+	}
+	return s, nil
+}
+
+// dirSize sums apparent and allocated sizes of the files under dir.
+func dirSize(dir string) (apparent, allocated int64) {
+	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if fi, err := d.Info(); err == nil {
+			apparent += fi.Size()
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				allocated += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return apparent, allocated
+}
+
+// SnapshotList returns every snapshot, oldest first.
+func (m *Manager) SnapshotList(ctx context.Context) ([]*Snapshot, error) {
+	ents, err := os.ReadDir(m.SnapshotsDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list snapshots: %w", err)
+	}
+	recs, _ := m.Store.List()
+	var out []*Snapshot
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || store.ValidateName(e.Name()) != nil {
+			continue
+		}
+		if s, err := m.snapshotInfo(e.Name(), recs); err == nil {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].Created.Equal(out[j].Created) {
+			return out[i].Created.Before(out[j].Created)
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+// SnapshotRemove deletes a snapshot. VMs restored from it read its disks as
+// backing files, so it is refused while any exist, unless force.
+func (m *Manager) SnapshotRemove(ctx context.Context, name string, force bool) error {
+	s, err := m.GetSnapshot(name)
+	if err != nil {
+		return err
+	}
+	if len(s.UsedBy) > 0 && !force {
+		return fmt.Errorf("snapshot %q backs VMs %s: remove them first, or use -f (their disks will break)", name, strings.Join(s.UsedBy, ", "))
+	}
+	if err := os.RemoveAll(s.Dir); err != nil {
+		return fmt.Errorf("remove snapshot %s: %w", name, err)
+	}
+	return nil
+}
