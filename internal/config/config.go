@@ -10,10 +10,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/mvm-dev/mvm/internal/tomlx"
 )
 
 // Config is config.toml. Zero values mean "not set" so that precedence
@@ -72,10 +73,8 @@ func Load(path string) (*Config, error) {
 // Parse decodes config bytes; path is used in error messages only.
 func Parse(path string, b []byte) (*Config, error) {
 	var c Config
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, describe(path, err)
+	if err := tomlx.Decode(path, b, &c, "see 'mvmctl config show' for the known keys"); err != nil {
+		return nil, err
 	}
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -92,29 +91,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("default_memory_mib = %d: must be at least 64", c.DefaultMemoryMiB)
 	}
 	return nil
-}
-
-// describe turns go-toml errors into "file:line: key: problem".
-func describe(path string, err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) && len(strict.Errors) > 0 {
-		var parts []string
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			parts = append(parts, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
-		}
-		return fmt.Errorf("%s (see 'mvmctl config show' for the known keys)", strings.Join(parts, "; "))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, _ := de.Position()
-		key := strings.Join(de.Key(), ".")
-		if key != "" {
-			return fmt.Errorf("%s:%d: key %q: %s", path, row, key, de.Error())
-		}
-		return fmt.Errorf("%s:%d: %s", path, row, de.Error())
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 // Encode renders c as TOML (only the keys that are set).

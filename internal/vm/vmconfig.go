@@ -3,15 +3,12 @@ package vm
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
-	"strings"
-
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/tomlx"
 )
 
 // VMConfig is a per-VM config file (`up --config FILE`). It sits between
@@ -43,10 +40,8 @@ func LoadVMConfig(path string) (*VMConfig, error) {
 // ParseVMConfig decodes VM config bytes; path is used in messages only.
 func ParseVMConfig(path string, b []byte) (*VMConfig, error) {
 	var c VMConfig
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, describeTOML(path, err)
+	if err := tomlx.Decode(path, b, &c, "known keys: name, image, backend, cpus, memory, memory_mib"); err != nil {
+		return nil, err
 	}
 	c.Path = path
 	bad := func(key, format string, a ...any) error {
@@ -84,28 +79,6 @@ func (c *VMConfig) MemMiB() int {
 		return 0
 	}
 	return c.memMiB
-}
-
-// describeTOML turns go-toml errors into "file:line: key: problem".
-func describeTOML(path string, err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) && len(strict.Errors) > 0 {
-		var parts []string
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			parts = append(parts, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
-		}
-		return fmt.Errorf("%s (known keys: name, image, backend, cpus, memory, memory_mib)", strings.Join(parts, "; "))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, _ := de.Position()
-		if key := strings.Join(de.Key(), "."); key != "" {
-			return fmt.Errorf("%s:%d: key %q: %s", path, row, key, de.Error())
-		}
-		return fmt.Errorf("%s:%d: %s", path, row, de.Error())
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 // lineOf finds the 1-based line that assigns key at top level, or 0.
