@@ -23,6 +23,7 @@ var (
 	cache  = flag.String("cache", "", "image cache dir to reuse (default: a fresh one; the first up builds the image)")
 	runs   = flag.Int("runs", 3, "repetitions per timing; the median is reported")
 	memory = flag.String("memory", "128M", "VM memory")
+	bend   = flag.String("backend", "qemu", "backend to boot on (auto selection may pick one without snapshots)")
 )
 
 func main() {
@@ -80,7 +81,7 @@ func run() error {
 	}()
 
 	// Warm the image cache so cold boots measure booting, not building.
-	if _, err := mvm(15*time.Minute, "up", "--name", "warm", "--memory", *memory); err != nil {
+	if _, err := mvm(15*time.Minute, "up", "--name", "warm", "--backend", *bend, "--memory", *memory); err != nil {
 		return err
 	}
 	if _, err := mvm(time.Minute, "snapshot", "create", "warm", "snap"); err != nil {
@@ -90,7 +91,7 @@ func run() error {
 	for i := range *runs {
 		name := fmt.Sprintf("cold-%d", i)
 		d, err := timed(func() error {
-			if _, err := mvm(5*time.Minute, "up", "--name", name, "--memory", *memory); err != nil {
+			if _, err := mvm(5*time.Minute, "up", "--name", name, "--backend", *bend, "--memory", *memory); err != nil {
 				return err
 			}
 			_, err := mvm(time.Minute, "exec", name, "--", "true")

@@ -128,6 +128,9 @@ guest agent: exec, console, health. No SSH.`,
 		newPauseCommand(g),
 		newResumeCommand(g),
 		newSnapshotCommand(g),
+		newForwardCommand(g),
+		newCpCommand(g),
+		newHealthCommand(g),
 	)
 	markRuntime(root)
 	return root

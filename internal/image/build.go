@@ -39,8 +39,11 @@ func build(ctx context.Context, cacheDir, entry, digestHex string, r *Recipe, in
 	// The inputs were hashed before the build; refuse to label the entry with
 	// that digest if any of them changed meanwhile.
 	for _, i := range in.hashed {
-		if i.Role == "bootstrap" {
+		switch i.Role {
+		case "bootstrap":
 			continue // sealed read-only in the cache; hashed when made
+		case "oci-image":
+			continue // not a file; the content digest was checked while reading
 		}
 		sum, err := hashFile(i.Path)
 		if err != nil {

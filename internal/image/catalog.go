@@ -124,9 +124,13 @@ func matchesTag(tags []string, term string) bool {
 	return false
 }
 
-// Resolve turns a reference into a recipe: a path to a recipe file when it
-// names one (contains a slash or ends in .toml), else a catalog name.
+// Resolve turns a reference into a recipe: "flake:REF" is a Nix flake
+// (ResolveFlake), a path to a recipe file when it names one (contains a
+// slash or ends in .toml), else a catalog name.
 func Resolve(ref string) (*Recipe, error) {
+	if f, ok := strings.CutPrefix(ref, "flake:"); ok {
+		return ResolveFlake(f)
+	}
 	if strings.ContainsRune(ref, '/') || strings.HasSuffix(ref, ".toml") {
 		return LoadRecipe(ref)
 	}

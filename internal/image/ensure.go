@@ -41,6 +41,7 @@ func EnsureRecipe(ctx context.Context, r *Recipe, opts BuildOptions) (*Artifacts
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", name, err)
 	}
+	defer in.release()
 	digestHex := computeDigest(r, in)
 	entry := filepath.Join(cacheDir, digestHex)
 	if a, err := loadEntry(entry, digestHex); err == nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"path/filepath"
-	"sort"
 )
 
 // Paths inside the root filesystem that the agent reads at boot (see
@@ -58,11 +57,7 @@ func addRecipeContent(s *stager, r *Recipe, in *inputs) error {
 			return fmt.Errorf("files[%d]: %w", i, err)
 		}
 	}
-	img := GuestImage{Name: r.Name}
-	for k, v := range r.Env {
-		img.Env = append(img.Env, k+"="+v)
-	}
-	sort.Strings(img.Env)
+	img := GuestImage{Name: r.Name, Env: mergeEnv(in.baseEnv, r.Env)}
 	if err := putJSON(s, GuestImageFile, img); err != nil {
 		return err
 	}

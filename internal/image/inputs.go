@@ -13,14 +13,18 @@ import (
 
 // inputs are the resolved host files one build reads.
 type inputs struct {
-	arch    string
-	kernel  *kernelInfo
-	modules []module
-	busybox string            // minimal rootfs only
-	agent   string            // static mvm-agent
-	base    *bootstrapTarball // debian rootfs only
-	srcs    map[int]string    // recipe file index -> host source path
-	hashed  []Input
+	arch     string
+	kernel   *kernelInfo
+	modules  []module
+	busybox  string            // minimal rootfs only
+	agent    string            // static mvm-agent
+	base     *bootstrapTarball // debian rootfs only
+	oci      *ociSource        // oci rootfs only
+	nix      *nixOutput        // nix rootfs only
+	baseEnv  []string          // KEY=VALUE from the base image (oci); recipe env wins
+	progress func(string)
+	srcs     map[int]string // recipe file index -> host source path
+	hashed   []Input
 }
 
 func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOptions) (*inputs, error) {
@@ -49,7 +53,7 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 	if err := checkArch(agent, arch); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	in := &inputs{arch: arch, agent: agent, srcs: map[int]string{}}
+	in := &inputs{arch: arch, agent: agent, srcs: map[int]string{}, progress: opts.progress}
 	add := func(role, path string) error {
 		sum, err := hashFile(path)
 		if err != nil {
@@ -59,7 +63,18 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 		return nil
 	}
 
+	if r.Rootfs.Source == RootfsNix {
+		opts.progress("nix build " + r.Rootfs.Flake)
+		if in.nix, err = buildNix(ctx, r); err != nil {
+			return nil, err
+		}
+	}
 	switch r.Kernel.Source {
+	case KernelNix:
+		if in.nix == nil || in.nix.kernel == "" {
+			return nil, fmt.Errorf("nix output %s has no kernel (want one of %s)", in.nix.dir, strings.Join(nixKernelNames, ", "))
+		}
+		in.kernel = &kernelInfo{Image: in.nix.kernel}
 	case KernelDebian:
 		k, err := findKernel(da)
 		if err != nil {
@@ -114,7 +129,18 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 		// hundreds of MiB on every cache hit would cost seconds.
 		in.hashed = append(in.hashed, Input{Role: "bootstrap", Path: t.Path, SHA256: t.SHA256})
 	case RootfsOCI:
-		return nil, errors.New("rootfs source \"oci\" is not implemented yet")
+		opts.progress("resolve " + r.Rootfs.Image)
+		o, err := resolveOCI(ctx, r, arch)
+		if err != nil {
+			return nil, err
+		}
+		in.oci = o
+		// Not a file: the digest names the image's content.
+		in.hashed = append(in.hashed, Input{Role: "oci-image", Path: r.Rootfs.Image, SHA256: strings.TrimPrefix(o.digest, "sha256:")})
+	case RootfsNix:
+		if err := add("nix-rootfs", in.nix.rootfs); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("rootfs source %q not supported", r.Rootfs.Source)
 	}
@@ -135,6 +161,13 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 	return in, nil
 }
 
+// release frees what resolving opened (archive files).
+func (in *inputs) release() {
+	if in != nil && in.oci != nil {
+		in.oci.close()
+	}
+}
+
 // computeDigest covers the builder version, the recipe's canonical form and
 // every input's content; host paths are left out so moving a file does not
 // rebuild.
@@ -148,4 +181,11 @@ func computeDigest(r *Recipe, in *inputs) string {
 		fmt.Fprintf(h, "%s %s\n", i.Role, i.SHA256)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (in *inputs) progressFn() func(string) {
+	if in.progress == nil {
+		return func(string) {}
+	}
+	return in.progress
 }

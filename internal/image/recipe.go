@@ -22,10 +22,12 @@ const maxRecipeSize = 1 << 20
 const (
 	KernelDebian = "debian" // the host's installed Debian cloud kernel + modules
 	KernelFile   = "file"   // a kernel image file; virtio drivers must be built in
+	KernelNix    = "nix"    // the kernel in the rootfs flake's build output
 
 	RootfsMinimal = "minimal" // static busybox + agent, no package manager
 	RootfsDebian  = "debian"  // mmdebstrap of a suite with a package list
-	RootfsOCI     = "oci"     // an OCI image (not implemented yet)
+	RootfsOCI     = "oci"     // an OCI image: registry, Docker daemon, OCI layout or archive
+	RootfsNix     = "nix"     // a Nix flake's build output (rootfs.flake)
 
 	DefaultSuite = "bookworm"
 )
@@ -63,6 +65,7 @@ type RootfsSpec struct {
 	Suite    string   `toml:"suite" json:"suite,omitempty"`
 	Packages []string `toml:"packages" json:"packages,omitempty"`
 	Image    string   `toml:"image" json:"image,omitempty"`
+	Flake    string   `toml:"flake" json:"flake,omitempty"`
 	FreeMiB  int64    `toml:"free_mib" json:"free_mib"`
 }
 

@@ -216,6 +216,19 @@ func buildRootfs(ctx context.Context, dst, workDir, digestHex string, r *Recipe,
 		if err == nil {
 			err = addAgent(s, in.agent)
 		}
+	case RootfsOCI:
+		s, in.baseEnv, err = stageOCI(ctx, stage, workDir, in.oci, in.arch, in.progressFn())
+		if err == nil {
+			err = addAgent(s, in.agent)
+		}
+	case RootfsNix:
+		s, err = stageNixRootfs(ctx, stage, in.nix.rootfs)
+		if err == nil {
+			err = s.ensureMountPoints()
+		}
+		if err == nil {
+			err = addAgent(s, in.agent)
+		}
 	default:
 		err = fmt.Errorf("rootfs source %q not supported", r.Rootfs.Source)
 	}

@@ -49,6 +49,13 @@ func (r *Recipe) Validate() error {
 		if r.Kernel.Path != "" {
 			bad("kernel.path is only used with kernel.source = %q", KernelFile)
 		}
+	case KernelNix:
+		if r.Rootfs.Source != RootfsNix {
+			bad("kernel.source = %q needs rootfs.source = %q (the kernel comes from the flake's output)", KernelNix, RootfsNix)
+		}
+		if r.Kernel.Path != "" {
+			bad("kernel.path is only used with kernel.source = %q", KernelFile)
+		}
 	case KernelFile:
 		if r.Kernel.Path == "" {
 			bad("kernel.source = %q needs kernel.path", KernelFile)
@@ -56,10 +63,13 @@ func (r *Recipe) Validate() error {
 			bad("kernel.path %q: relative paths need a recipe file", r.Kernel.Path)
 		}
 	default:
-		bad("kernel.source %q: want %q or %q", r.Kernel.Source, KernelDebian, KernelFile)
+		bad("kernel.source %q: want %q, %q or %q", r.Kernel.Source, KernelDebian, KernelFile, KernelNix)
 	}
 
 	rf := r.Rootfs
+	if rf.Flake != "" && rf.Source != RootfsNix {
+		bad("rootfs.flake only applies to rootfs.source = %q", RootfsNix)
+	}
 	switch rf.Source {
 	case RootfsMinimal:
 		if rf.Suite != "" || len(rf.Packages) > 0 || rf.Image != "" {
@@ -89,8 +99,24 @@ func (r *Recipe) Validate() error {
 		if rf.Suite != "" || len(rf.Packages) > 0 {
 			bad("rootfs.suite and rootfs.packages only apply to rootfs.source = %q", RootfsDebian)
 		}
+		if rf.Image != "" {
+			if ref, err := parseOCIRef(rf.Image); err != nil {
+				bad("rootfs.image: %v", err)
+			} else if ref.isLocal() && r.base == "" && !path.IsAbs(ref.Path) {
+				bad("rootfs.image %q: relative paths need a recipe file", rf.Image)
+			}
+		}
+	case RootfsNix:
+		if rf.Flake == "" {
+			bad("rootfs.source = %q needs rootfs.flake", RootfsNix)
+		} else if err := checkFlakeRef(rf.Flake); err != nil {
+			bad("rootfs.flake: %v", err)
+		}
+		if rf.Suite != "" || len(rf.Packages) > 0 || rf.Image != "" {
+			bad("rootfs.suite, rootfs.packages and rootfs.image do not apply to rootfs.source = %q", RootfsNix)
+		}
 	default:
-		bad("rootfs.source %q: want %q, %q or %q", rf.Source, RootfsMinimal, RootfsDebian, RootfsOCI)
+		bad("rootfs.source %q: want %q, %q, %q or %q", rf.Source, RootfsMinimal, RootfsDebian, RootfsOCI, RootfsNix)
 	}
 	if rf.FreeMiB < 0 || rf.FreeMiB > 1<<20 {
 		bad("rootfs.free_mib %d: want 0 to 1048576", rf.FreeMiB)

@@ -24,6 +24,9 @@ type Config struct {
 	QMPSocket  string   `json:"qmp_socket"`  // used to ask QEMU to quit
 	SerialSock string   `json:"serial_sock"` // chardev socket of the agent port; empty: no relay
 	AgentSock  string   `json:"agent_sock"`  // where host connections are accepted
+	// Remove lists files the VMM alone uses (its guest RAM file), deleted
+	// once it has exited so a stopped VM does not keep them on disk.
+	Remove []string `json:"remove,omitempty"`
 }
 
 // Pids records who runs the VM.

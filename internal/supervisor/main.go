@@ -104,7 +104,7 @@ func run(dir string, log *slog.Logger) error {
 	if cfg.AgentSock != "" {
 		os.Remove(cfg.AgentSock)
 	}
-	for _, s := range []string{cfg.SerialSock, cfg.QMPSocket} {
+	for _, s := range append([]string{cfg.SerialSock, cfg.QMPSocket}, cfg.Remove...) {
 		if s != "" {
 			os.Remove(s)
 		}

@@ -183,9 +183,11 @@ func waitFile(t *testing.T, path string, d time.Duration) {
 
 func TestLaunchRecordsExit(t *testing.T) {
 	dir := t.TempDir()
+	mem := filepath.Join(dir, "mem")
 	pid, err := Launch(context.Background(), dir, Config{
-		Argv:   []string{"/bin/sh", "-c", "echo booting; exit 3"},
+		Argv:   []string{"/bin/sh", "-c", "echo booting; : > " + mem + "; exit 3"},
 		VMMLog: filepath.Join(dir, "qemu.log"),
+		Remove: []string{mem},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +203,10 @@ func TestLaunchRecordsExit(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "qemu.log")); !bytes.Contains(b, []byte("booting")) {
 		t.Fatalf("vmm log = %q", b)
+	}
+	// The VMM's private files go once it has exited, before the exit is recorded.
+	if _, err := os.Stat(mem); !os.IsNotExist(err) {
+		t.Fatalf("VMM file left behind: %v", err)
 	}
 }
 

@@ -111,7 +111,7 @@ func (m *Manager) serveForward(ctx context.Context, c *client.Client, ln net.Lis
 		go func() {
 			defer conns.Done()
 			defer local.Close()
-			if err := relay(ctx, c, local, f.GuestPort); err != nil {
+			if err := relay(ctx, c, local, f.GuestPort); err != nil && ctx.Err() == nil {
 				m.Log.Warn("forwarded connection failed", "guest_port", f.GuestPort, "err", err)
 			}
 		}()

@@ -111,7 +111,7 @@ func listen(ctx context.Context, ep Endpoint, log *slog.Logger) (net.Listener, e
 		if err != nil {
 			return nil, err
 		}
-		// Until authentication lands, only the socket's owner may connect.
+		// Defence in depth on top of authentication: only the owner may connect.
 		if err := os.Chmod(ep.Addr, 0o600); err != nil {
 			ln.Close()
 			return nil, err

@@ -118,8 +118,8 @@ func (s *Server) markChecks() {
 // runCheck runs one check to completion or its timeout. Output (stdout and
 // stderr on one pipe) is read while the check runs, so a chatty check never
 // blocks on a full pipe; only its tail is kept.
-func (s *Server) runCheck(ctx context.Context, spec CheckSpec) proto.CheckResult {
-	res := proto.CheckResult{Name: spec.Name, Ran: true}
+func (s *Server) runCheck(ctx context.Context, spec CheckSpec) (res proto.CheckResult) {
+	res = proto.CheckResult{Name: spec.Name, Ran: true}
 	began := time.Now()
 	defer func() { res.DurationMS = time.Since(began).Milliseconds() }()
 	es, perr := s.prepareExec(&proto.ExecRequest{Argv: spec.Command})

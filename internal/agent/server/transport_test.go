@@ -22,7 +22,7 @@ import (
 // transport yields a listener for the server and a dialer for the client.
 type transport struct {
 	name  string
-	setup func(t *testing.T) (net.Listener, client.Dialer)
+	setup func(t testing.TB) (net.Listener, client.Dialer)
 }
 
 var transports = []transport{
@@ -31,7 +31,7 @@ var transports = []transport{
 	{"serialmux", serialmuxTransport},
 }
 
-func tcpTransport(t *testing.T) (net.Listener, client.Dialer) {
+func tcpTransport(t testing.TB) (net.Listener, client.Dialer) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func (l *pipeListener) dial(ctx context.Context) (net.Conn, error) {
 // socketpairTransport hands out connected unix sockets: small kernel
 // buffers, no listener. Not net.Pipe: with TLS both ends write close_notify
 // when they close, and an unbuffered pipe stalls them for TLS's 5 s.
-func socketpairTransport(t *testing.T) (net.Listener, client.Dialer) {
+func socketpairTransport(t testing.TB) (net.Listener, client.Dialer) {
 	l := &pipeListener{conns: make(chan net.Conn), done: make(chan struct{}), pair: socketPair}
 	return l, l.dial
 }
@@ -115,7 +115,7 @@ func socketPair() (net.Conn, net.Conn, error) {
 
 // serialmuxTransport runs both yamux ends over one net.Pipe, like the host
 // supervisor and the guest agent over a virtio-serial port.
-func serialmuxTransport(t *testing.T) (net.Listener, client.Dialer) {
+func serialmuxTransport(t testing.TB) (net.Listener, client.Dialer) {
 	g, h := net.Pipe()
 	type result struct {
 		s   *yamux.Session

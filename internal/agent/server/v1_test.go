@@ -121,16 +121,17 @@ func TestConsole(t *testing.T) {
 			t.Fatalf("exit %+v %v", exit, err)
 		}
 		// The slot is free again; an idle session ends by itself.
+		var waitErr error
 		waitFor(t, "console slot", func() bool {
 			p, err := c.Console(testCtx(t), proto.ConsoleRequest{Command: []string{"sleep", "30"}, IdleTimeoutMS: 300}, pr, io.Discard)
 			if err != nil {
 				return false
 			}
-			exit, err = p.Wait()
+			exit, waitErr = p.Wait()
 			return true
 		})
-		if err != nil || !exit.IdleTimeout || exit.Signal == "" {
-			t.Fatalf("idle session: %+v %v", exit, err)
+		if waitErr != nil || !exit.IdleTimeout || exit.Signal == "" {
+			t.Fatalf("idle session: %+v %v", exit, waitErr)
 		}
 	})
 }

@@ -55,7 +55,18 @@ type launch struct {
 	Transport  string // guestcfg.TransportSerial or TransportVsock
 	SerialSock string
 	CID        uint32
+	// MemPath is a file holding guest RAM (memory-backend-file); empty for
+	// anonymous RAM, which is what VMs started before it had. A source VM
+	// maps its own file shared, so a snapshot can copy RAM from the file and
+	// leave it out of the migration stream (x-ignore-shared); a clone maps
+	// the snapshot's file private, copy-on-write, so it never writes it.
+	MemPath  string `json:",omitempty"`
+	MemShare bool   `json:",omitempty"`
 }
+
+// memBackendID names the RAM backend object; it is also the RAM block's id
+// in the migration stream, so it must never change.
+const memBackendID = "mem"
 
 // esc doubles commas, QEMU's escape inside option values.
 func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
@@ -94,14 +105,24 @@ func buildArgv(l launch) ([]string, error) {
 	if l.KVM {
 		accel, cpu = "kvm", "host"
 	}
+	machine := a.Machine(l.ACPI)
+	if l.MemPath != "" {
+		machine += ",memory-backend=" + memBackendID
+	}
 	argv := []string{bin,
 		"-name", esc(l.Name),
-		"-M", a.Machine(l.ACPI),
+		"-M", machine,
 		"-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(l.MemoryMiB), "-smp", strconv.Itoa(l.CPUs),
+	}
+	if l.MemPath != "" {
+		argv = append(argv, "-object", fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s",
+			memBackendID, l.MemoryMiB, esc(l.MemPath), onOff(l.MemShare)))
+	}
+	argv = append(argv,
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
 		"-kernel", l.Kernel,
-	}
+	)
 	if l.Initrd != "" {
 		argv = append(argv, "-initrd", l.Initrd)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 )
 
 // copySparse copies src to dst (which must not exist), sharing blocks where
@@ -19,6 +20,18 @@ func copySparse(ctx context.Context, src, dst string) error {
 		return fmt.Errorf("copy %s: %w: %s", src, err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// allocated returns the bytes path occupies on disk (holes excluded).
+func allocated(path string) (int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Blocks * 512, nil
+	}
+	return fi.Size(), nil
 }
 
 // syncFile flushes path to stable storage.

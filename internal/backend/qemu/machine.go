@@ -10,10 +10,15 @@ import (
 // sockets, pid file, incoming stream) and does not shape the machine.
 var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, "-incoming": true}
 
-// perVMKeys are option keys inside -chardev, -drive and -device values that
-// may differ between a saved VM and its clones: backing paths and the vsock
-// CID. Device ids, order and every other property must match.
-var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true}
+// perVMKeys are option keys inside -chardev, -drive, -device and -object
+// values that may differ between a saved VM and its clones: backing paths,
+// the vsock CID, and how the RAM file is mapped (a source maps its own file
+// shared, a clone the snapshot's file private; neither is in the stream).
+// Device ids, order and every other property must match.
+var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true, "mem-path": true, "share": true}
+
+// blankedFlags take an option string whose perVMKeys are blanked.
+var blankedFlags = map[string]bool{"-chardev": true, "-drive": true, "-device": true, "-object": true}
 
 // machineArgs reduces a QEMU argv to what a migration stream depends on, by
 // dropping per-VM flags and blanking per-VM option values.
@@ -30,7 +35,7 @@ func machineArgs(argv []string) []string {
 			continue
 		}
 		out = append(out, a)
-		if (a == "-chardev" || a == "-drive" || a == "-device") && i+1 < len(argv) {
+		if blankedFlags[a] && i+1 < len(argv) {
 			i++
 			out = append(out, blankKeys(argv[i]))
 		}

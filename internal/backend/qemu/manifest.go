@@ -6,18 +6,33 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
 // Files inside a snapshot directory.
 const (
 	ManifestFile = "snapshot.json"
-	stateName    = "state" // QEMU migration stream (RAM + device state)
+	stateName    = "state" // QEMU migration stream (device state; RAM too without memName)
+	memName      = "mem"   // guest RAM image, when it is not in the stream
 )
 
 // manifestVersion changes when a snapshot written by one mvmctl cannot be
-// read by another.
-const manifestVersion = 1
+// read by another. Version 2 added the RAM file (Memory, MemBackend,
+// Capabilities); this mvmctl still restores version 1 snapshots.
+const (
+	manifestVersion    = 2
+	minManifestVersion = 1
+)
+
+// Migration capabilities: the source's are recorded and set again on the
+// destination, which must parse the same stream format.
+const (
+	capEvents       = "events"
+	capIgnoreShared = "x-ignore-shared" // RAM in shared backends stays out of the stream
+)
+
+var knownCaps = map[string]bool{capEvents: true, capIgnoreShared: true}
 
 // Manifest describes a snapshot: everything needed to start a QEMU whose
 // machine and devices match the one that was saved, since a migration stream
@@ -48,6 +63,17 @@ type Manifest struct {
 	Disks      []SnapshotDisk `json:"disks"` // in attach order
 	State      string         `json:"state"` // file name inside the snapshot dir
 	StateBytes int64          `json:"state_bytes"`
+	// Memory is the guest RAM image inside the snapshot dir, saved from the
+	// source's shared RAM file while the stream skipped it; clones map it
+	// private. Empty: RAM is in the state stream.
+	Memory      string `json:"memory,omitempty"`
+	MemoryBytes int64  `json:"memory_bytes,omitempty"` // blocks allocated on disk
+	// MemBackend says the source's RAM was a memory-backend-file, which a
+	// clone must have too (its RAM block id is part of the stream).
+	MemBackend bool `json:"mem_backend,omitempty"`
+	// Capabilities are the migration capabilities the source set; empty
+	// in version 1 snapshots, which used only "events".
+	Capabilities []string `json:"capabilities,omitempty"`
 	// SourceArgv is the saved VM's command line, kept to check that a
 	// restore builds the same machine.
 	SourceArgv []string `json:"source_argv"`
@@ -96,8 +122,8 @@ func (m Manifest) Pins() []string {
 // files and ends up in a command line.
 func (m Manifest) validate() error {
 	switch {
-	case m.Version != manifestVersion:
-		return fmt.Errorf("snapshot format version %d, this mvmctl reads %d", m.Version, manifestVersion)
+	case m.Version < minManifestVersion || m.Version > manifestVersion:
+		return fmt.Errorf("snapshot format version %d, this mvmctl reads %d to %d", m.Version, minManifestVersion, manifestVersion)
 	case m.Backend != Name:
 		return fmt.Errorf("snapshot was made by backend %q, not %q", m.Backend, Name)
 	case m.Kernel == "":
@@ -108,6 +134,17 @@ func (m Manifest) validate() error {
 		return fmt.Errorf("snapshot has unknown accelerator %q", m.Accel)
 	case !localName(m.State):
 		return fmt.Errorf("snapshot state file %q is not a plain file name", m.State)
+	case m.Memory != "" && !localName(m.Memory):
+		return fmt.Errorf("snapshot memory file %q is not a plain file name", m.Memory)
+	case m.Memory != "" && !m.MemBackend:
+		return errors.New("snapshot has a memory file but no memory backend")
+	case m.Memory != "" && !slices.Contains(m.Capabilities, capIgnoreShared):
+		return errors.New("snapshot has a memory file but its stream was saved with RAM")
+	}
+	for _, c := range m.Capabilities {
+		if !knownCaps[c] {
+			return fmt.Errorf("snapshot uses unknown migration capability %q", c)
+		}
 	}
 	if _, ok := arches[m.Arch]; !ok {
 		return fmt.Errorf("snapshot is for unsupported architecture %q", m.Arch)
@@ -184,4 +221,12 @@ func (m Manifest) launchFrom() launch {
 		Kernel: m.Kernel, Initrd: m.Initrd, Cmdline: m.Cmdline,
 		CPUs: m.CPUs, MemoryMiB: m.MemoryMiB, Transport: m.Transport,
 	}
+}
+
+// caps returns the migration capabilities to set on a destination.
+func (m Manifest) caps() []string {
+	if len(m.Capabilities) == 0 {
+		return []string{capEvents}
+	}
+	return m.Capabilities
 }

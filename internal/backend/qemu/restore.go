@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
@@ -39,6 +40,7 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
+	began := time.Now()
 	snapDir, err := filepath.Abs(snapDir)
 	if err != nil {
 		return nil, err
@@ -84,6 +86,9 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 			return nil, err
 		}
 	}
+	if l.MemPath, l.MemShare, err = restoreMemory(m, snapDir, dir); err != nil {
+		return nil, err
+	}
 	if l.Disks, err = restoreDisks(ctx, m, snapDir, spec); err != nil {
 		return nil, err
 	}
@@ -96,15 +101,42 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 	}
 	argv = append(argv, "-incoming", "defer")
 	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: m.Accel, Argv: argv, Launch: &l, Snapshot: snapDir}
+	prepared := time.Now()
 	h, err := boot(ctx, dir, rec)
 	if err != nil {
 		return nil, err
 	}
+	booted := time.Now()
 	if err := h.loadState(ctx, m, filepath.Join(snapDir, m.State)); err != nil {
 		h.Kill(context.WithoutCancel(ctx))
 		return nil, err
 	}
+	slog.Debug("restored", "vm", spec.Name, "prepare", prepared.Sub(began), "qemu_up", booted.Sub(prepared),
+		"load", time.Since(booted), "state_bytes", m.StateBytes, "memory_file", m.Memory != "")
 	return h, nil
+}
+
+// restoreMemory decides where a clone's RAM lives. A snapshot with a RAM
+// file is mapped private (copy-on-write: clones share its pages until they
+// write them and never change it); one whose stream holds RAM loads into a
+// fresh shared file of the clone's own when the source had a RAM backend,
+// and into anonymous RAM, as before RAM files existed, when it had none.
+func restoreMemory(m Manifest, snapDir, dir string) (path string, share bool, err error) {
+	switch {
+	case m.Memory != "":
+		path = filepath.Join(snapDir, m.Memory)
+		fi, err := os.Stat(path)
+		if err != nil {
+			return "", false, fmt.Errorf("snapshot memory: %w", err)
+		}
+		if want := int64(m.MemoryMiB) << 20; fi.Size() != want {
+			return "", false, fmt.Errorf("snapshot memory %s has %d bytes, want %d (%d MiB)", path, fi.Size(), want, m.MemoryMiB)
+		}
+		return path, false, nil
+	case m.MemBackend:
+		return filepath.Join(dir, memFile), true, nil
+	}
+	return "", false, nil
 }
 
 // RestoreWarnings lists what Restore will take from the snapshot rather
@@ -206,9 +238,13 @@ func (h *Handle) loadState(ctx context.Context, m Manifest, statePath string) er
 	if p := c.Greeting().Version.Package; p != m.QEMUPackage {
 		slog.Warn("QEMU package differs from the snapshot's", "snapshot", m.QEMUPackage, "now", p)
 	}
-	// The destination sets the capabilities the source used.
-	if err := c.SetMigrationCapability(ctx, "events", true); err != nil {
-		return err
+	// The destination sets the capabilities the source used: with
+	// x-ignore-shared the stream carries no RAM pages, and the clone's RAM
+	// is what the private mapping of the snapshot's file shows.
+	for _, name := range m.caps() {
+		if err := c.SetMigrationCapability(ctx, name, true); err != nil {
+			return err
+		}
 	}
 	q, err := qmp.ShellQuote(statePath)
 	if err != nil {

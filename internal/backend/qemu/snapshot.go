@@ -92,6 +92,14 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 		}()
 	}
 
+	// A VM with its RAM in a shared file has the stream skip RAM
+	// (x-ignore-shared) and the file copied instead: the stream shrinks to
+	// device state, and clones map the copy instead of loading it.
+	ramFile := l.MemPath != "" && l.MemShare
+	caps := []string{capEvents}
+	if ramFile {
+		caps = append(caps, capIgnoreShared)
+	}
 	m := Manifest{
 		Version: manifestVersion, Backend: Name, Source: l.Name, Created: time.Now().UTC(),
 		QEMUVersion: c.Greeting().Version.String(), QEMUPackage: c.Greeting().Version.Package,
@@ -100,13 +108,21 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 		Kernel: l.Kernel, Initrd: l.Initrd, Cmdline: l.Cmdline,
 		CPUs: l.CPUs, MemoryMiB: l.MemoryMiB, Transport: l.Transport,
 		State: stateName, SourceArgv: h.rec.Argv,
+		MemBackend: l.MemPath != "", Capabilities: caps,
 	}
-	if m.StateBytes, err = saveState(ctx, c, filepath.Join(dst, stateName)); err != nil {
+	if m.StateBytes, err = saveState(ctx, c, filepath.Join(dst, stateName), caps); err != nil {
 		return err
 	}
 	saved := time.Now()
-	// The disks cannot change now: the vCPUs are stopped and, once the
-	// migration completed, QEMU has flushed and released its images.
+	// RAM, devices and disks cannot change now: the vCPUs are stopped and,
+	// once the migration completed, QEMU has flushed and released its images.
+	if ramFile {
+		m.Memory = memName
+		if m.MemoryBytes, err = snapshotMemory(ctx, l.MemPath, filepath.Join(dst, memName), int64(l.MemoryMiB)<<20); err != nil {
+			return err
+		}
+	}
+	memSaved := time.Now()
 	for _, d := range l.Disks {
 		sd, err := snapshotDisk(ctx, d, dst)
 		if err != nil {
@@ -118,14 +134,18 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 		return fmt.Errorf("write manifest: %w", err)
 	}
 	slog.Debug("snapshot saved", "vm", l.Name, "dst", dst, "state_bytes", m.StateBytes,
-		"state_time", saved.Sub(began), "total_paused", time.Since(began))
+		"memory_bytes", m.MemoryBytes, "state_time", saved.Sub(began),
+		"memory_time", memSaved.Sub(saved), "total_paused", time.Since(began))
 	return nil
 }
 
-// saveState streams the paused VM's state into path and returns its size.
-func saveState(ctx context.Context, c *qmp.Client, path string) (int64, error) {
-	if err := c.SetMigrationCapability(ctx, "events", true); err != nil {
-		return 0, err
+// saveState streams the paused VM's state into path, with the migration
+// capabilities caps on, and returns its size.
+func saveState(ctx context.Context, c *qmp.Client, path string, caps []string) (int64, error) {
+	for _, name := range caps {
+		if err := c.SetMigrationCapability(ctx, name, true); err != nil {
+			return 0, err
+		}
 	}
 	if err := c.SetMigrationMaxBandwidth(ctx, maxBandwidth); err != nil {
 		return 0, err
@@ -157,6 +177,26 @@ func saveState(ctx context.Context, c *qmp.Client, path string) (int64, error) {
 		return 0, errors.New("save state: QEMU wrote an empty state file")
 	}
 	return fi.Size(), nil
+}
+
+// snapshotMemory copies the paused guest's RAM file to dst, keeping holes
+// (pages the guest never touched), and returns the bytes allocated. The copy
+// is what clones map; it is never written again.
+func snapshotMemory(ctx context.Context, src, dst string, size int64) (int64, error) {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return 0, fmt.Errorf("guest memory: %w", err)
+	}
+	if fi.Size() != size {
+		return 0, fmt.Errorf("guest memory file %s has %d bytes, want %d", src, fi.Size(), size)
+	}
+	if err := copySparse(ctx, src, dst); err != nil {
+		return 0, fmt.Errorf("guest memory: %w", err)
+	}
+	if err := syncFile(dst); err != nil {
+		return 0, fmt.Errorf("guest memory: %w", err)
+	}
+	return allocated(dst)
 }
 
 // snapshotDisk records one drive. Writable drives are copied into dst (a

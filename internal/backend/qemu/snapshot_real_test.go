@@ -3,6 +3,8 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"os"
 	"os/exec"
@@ -189,7 +191,18 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, name := range []string{"a", "b"} {
+	// RAM is in the snapshot's own file, not in the stream.
+	if m.Memory == "" || !m.MemBackend {
+		t.Fatalf("snapshot has no memory file: %+v", m)
+	}
+	if m.StateBytes > 4<<20 {
+		t.Errorf("state stream is %d bytes: RAM was not left out", m.StateBytes)
+	}
+	memPath := filepath.Join(snap, m.Memory)
+	memSum := sha256File(t, memPath)
+	var restored []backend.Handle
+
+	for i, name := range []string{"a", "b"} {
 		cdir := filepath.Join(dir, name)
 		cspec := backend.Spec{
 			Name: name, Dir: cdir, ConfigISO: config(name), SerialLog: filepath.Join(cdir, "serial.log"),
@@ -201,9 +214,19 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer h.Kill(context.Background())
+		restored = append(restored, h)
 		returned := time.Since(tr)
+		// Each clone wakes with the source's memory, whatever the clone
+		// before it did: the last message the source saw before saving.
+		got, _ := echo(t, h, "last?", 30*time.Second)
+		agentAt := time.Since(tr)
+		if got != "last:src" {
+			t.Errorf("clone %s (#%d) remembers %q, want the source's \"src\"", name, i+1, got)
+		}
+		if got, _ := echo(t, h, name, 30*time.Second); got != "echo:"+name {
+			t.Fatalf("clone %s echo = %q", name, got)
+		}
 		waitFor(t, name+" ticking", 20*time.Second, func() bool { _, l := ticks(cspec.SerialLog); return l > 0 })
-		firstTick := time.Since(tr)
 		first, _ := ticks(cspec.SerialLog)
 		if first <= before {
 			t.Errorf("clone %s starts at tick %d, want a continuation after tick %d", name, first, before)
@@ -216,21 +239,40 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 		if st, err := h.State(ctx); err != nil || st != backend.StateRunning {
 			t.Fatalf("clone %s: %s, %v", name, st, err)
 		}
-		got, _ := echo(t, h, name, 30*time.Second)
-		agentAt := time.Since(tr)
-		if got != "echo:"+name {
-			t.Fatalf("clone %s echo = %q", name, got)
-		}
 		qh := h.(*Handle)
 		if qh.rec.Launch.CPUs != m.CPUs {
 			t.Errorf("clone %s runs %d vCPUs, snapshot has %d", name, qh.rec.Launch.CPUs, m.CPUs)
 		}
+		if qh.rec.Launch.MemPath != memPath || qh.rec.Launch.MemShare {
+			t.Errorf("clone %s maps %q share=%v, want the snapshot's file private", name, qh.rec.Launch.MemPath, qh.rec.Launch.MemShare)
+		}
 		if backing, err := qcow2Backing(qh.rec.Launch.Disks[0].Path); err == nil && backing != filepath.Join(snap, "disk-root.qcow2") {
 			t.Errorf("clone %s root backing = %q", name, backing)
 		}
-		t.Logf("clone %s: Restore returned after %v, first tick (%d) after %v, agent echo after %v",
-			name, returned, first, firstTick, agentAt)
+		t.Logf("clone %s: Restore returned after %v, agent answered after %v, first tick %d",
+			name, returned, agentAt, first)
 	}
-	t.Logf("cold boot to first tick %v; snapshot %v (state %d MB); snapshot ticks: before %d, after %d",
-		coldBoot, snapTime, m.StateBytes>>20, before, after)
+	// Clones diverged privately: a still has its own message.
+	if got, _ := echo(t, restored[0], "last?", 30*time.Second); got != "last:a" {
+		t.Errorf("clone a remembers %q after b ran, want \"a\"", got)
+	}
+	if sum := sha256File(t, memPath); sum != memSum {
+		t.Errorf("clones wrote the snapshot's memory file (sha256 %s, was %s)", sum, memSum)
+	}
+	t.Logf("cold boot to first tick %v; snapshot %v (state %d KiB, memory file %d MiB allocated); snapshot ticks: before %d, after %d",
+		coldBoot, snapTime, m.StateBytes>>10, m.MemoryBytes>>20, before, after)
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -59,6 +59,9 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		SerialLog: spec.SerialLog,
 		QMPSock:   filepath.Join(dir, qmpSock), PidFile: filepath.Join(dir, qemuPid),
 		Transport: guestcfg.TransportSerial, SerialSock: filepath.Join(dir, serialSock),
+		// RAM in a file of the VM's own, mapped shared: a snapshot then
+		// copies the file instead of streaming RAM through QEMU.
+		MemPath: filepath.Join(dir, memFile), MemShare: true,
 	}
 	if l.CPUs <= 0 {
 		l.CPUs = 1
@@ -100,7 +103,7 @@ func prepareDir(dir string) error {
 	if vmRunning(dir) {
 		return fmt.Errorf("a VM is already running in %s", dir)
 	}
-	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid} {
+	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid, memFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	if p := filepath.Join(dir, serialSock); len(p) > maxSockPath {
@@ -123,6 +126,11 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	if rec.Transport == guestcfg.TransportSerial {
 		cfg.SerialSock = filepath.Join(dir, serialSock)
 		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
+	}
+	// Guest RAM is worthless once QEMU exits (a cold start makes a fresh
+	// file); only a VM's own file, never a snapshot's it maps private.
+	if l := rec.Launch; l != nil && l.MemShare && filepath.Dir(l.MemPath) == dir {
+		cfg.Remove = append(cfg.Remove, l.MemPath)
 	}
 	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {
 		return nil, err

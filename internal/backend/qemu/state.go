@@ -14,6 +14,7 @@ const (
 	serialSock = "serial-agent.sock" // QEMU's chardev for the agent port
 	qemuLog    = "qemu.log"
 	qemuPid    = "qemu.pid"
+	memFile    = "mem" // guest RAM of a VM started here (memory-backend-file)
 )
 
 // record is what a fresh process needs to rebuild a Handle from the VM dir.

@@ -2,6 +2,8 @@
 // prints "tick N" on the console every 100 ms, and serves an echo over the
 // agent's virtio-serial port with the same serialmux framing as mvm-agent,
 // so the test can check that the host relay finds the guest after a restore.
+// It remembers the last message echoed; "last?" returns it, so the test can
+// tell whether two clones of one snapshot share memory.
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -72,6 +75,11 @@ func portPath() string {
 	return ""
 }
 
+var (
+	mu   sync.Mutex
+	last []byte
+)
+
 func serve() {
 	for sessions := 1; ; {
 		p := portPath()
@@ -99,6 +107,13 @@ func serve() {
 			go func() {
 				defer st.Close()
 				b, _ := io.ReadAll(io.LimitReader(st, 1<<16))
+				mu.Lock()
+				defer mu.Unlock()
+				if string(b) == "last?" {
+					st.Write(append([]byte("last:"), last...))
+					return
+				}
+				last = append([]byte(nil), b...)
 				st.Write(append([]byte("echo:"), b...))
 			}()
 		}
