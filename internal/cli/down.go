@@ -1,10 +1,11 @@
 package cli
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/store"
 )
 
 func newDownCommand(g *globals) *cobra.Command {
@@ -15,35 +16,15 @@ func newDownCommand(g *globals) *cobra.Command {
 		Aliases:           []string{"stop"},
 		Short:             "Stop VMs (graceful shutdown, forced after --timeout)",
 		ValidArgsFunction: completeVMNames(g),
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Errorf("down needs at least one VM name")}
-			}
-			return nil
-		},
+		Args:              minArgs(1, "VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
 			if err != nil {
 				return err
 			}
-			var failed error
-			for _, name := range args {
-				rec, err := m.Down(cmd.Context(), name, timeout, force)
-				if err != nil {
-					fmt.Fprintln(g.stderr, "mvmctl:", err)
-					failed = fmt.Errorf("%d of %d VMs not stopped", 1, len(args))
-					continue
-				}
-				if g.json {
-					_ = writeJSON(g.stdout, listItem(rec))
-				} else {
-					fmt.Fprintln(g.stdout, rec.Name)
-				}
-			}
-			if failed != nil {
-				return &ExitError{Code: 1}
-			}
-			return nil
+			return forEachName(g, args, func(name string) (*store.Record, error) {
+				return m.Down(cmd.Context(), name, timeout, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill the VMM without asking the guest")

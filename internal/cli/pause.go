@@ -1,9 +1,6 @@
 package cli
 
 import (
-	"context"
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/mvm-dev/mvm/internal/store"
@@ -24,12 +21,7 @@ func pauseResumeCommand(g *globals, verb, short string, pause bool) *cobra.Comma
 		Use:               verb + " NAME...",
 		Short:             short,
 		ValidArgsFunction: completeVMNames(g),
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Errorf("%s needs at least one VM name", verb)}
-			}
-			return nil
-		},
+		Args:              minArgs(1, "VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
 			if err != nil {
@@ -39,32 +31,9 @@ func pauseResumeCommand(g *globals, verb, short string, pause bool) *cobra.Comma
 			if pause {
 				op = m.Pause
 			}
-			return forEachVM(cmd.Context(), g, args, func(ctx context.Context, name string) (*store.Record, error) {
-				return op(ctx, name)
+			return forEachName(g, args, func(name string) (*store.Record, error) {
+				return op(cmd.Context(), name)
 			})
 		},
 	}
-}
-
-// forEachVM runs op on every name, prints each result, and fails (exit 1)
-// if any failed, after trying them all.
-func forEachVM(ctx context.Context, g *globals, names []string, op func(context.Context, string) (*store.Record, error)) error {
-	bad := 0
-	for _, name := range names {
-		rec, err := op(ctx, name)
-		if err != nil {
-			fmt.Fprintln(g.stderr, "mvmctl:", err)
-			bad++
-			continue
-		}
-		if g.json {
-			_ = writeJSON(g.stdout, listItem(rec))
-		} else {
-			fmt.Fprintln(g.stdout, rec.Name)
-		}
-	}
-	if bad > 0 {
-		return &ExitError{Code: 1}
-	}
-	return nil
 }

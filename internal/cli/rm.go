@@ -1,9 +1,9 @@
 package cli
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/store"
 )
 
 func newRmCommand(g *globals) *cobra.Command {
@@ -13,30 +13,15 @@ func newRmCommand(g *globals) *cobra.Command {
 		Aliases:           []string{"delete", "remove"},
 		Short:             "Remove VMs and everything they own (-f: also running ones)",
 		ValidArgsFunction: completeVMNames(g),
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Errorf("rm needs at least one VM name")}
-			}
-			return nil
-		},
+		Args:              minArgs(1, "VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
 			if err != nil {
 				return err
 			}
-			bad := 0
-			for _, name := range args {
-				if err := m.Remove(cmd.Context(), name, force); err != nil {
-					fmt.Fprintln(g.stderr, "mvmctl:", err)
-					bad++
-					continue
-				}
-				fmt.Fprintln(g.stdout, name)
-			}
-			if bad > 0 {
-				return &ExitError{Code: 1}
-			}
-			return nil
+			return forEachName(g, args, func(name string) (*store.Record, error) {
+				return nil, m.Remove(cmd.Context(), name, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill running VMs first")

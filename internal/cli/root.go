@@ -15,6 +15,7 @@ import (
 
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
+	"github.com/mvm-dev/mvm/internal/store"
 	"github.com/mvm-dev/mvm/internal/vm"
 )
 
@@ -194,6 +195,41 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 		}
 		return nil
 	}
+}
+
+// minArgs requires at least n arguments (names of VMs or snapshots).
+func minArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageError{fmt.Errorf("%s needs at least %d %s", cmd.CommandPath(), n, what)}
+		}
+		return nil
+	}
+}
+
+// forEachName runs op on every name, prints each name that succeeded (or
+// its record with --json when op returns one), and fails with exit code 1
+// if any failed, after trying them all.
+func forEachName(g *globals, names []string, op func(name string) (*store.Record, error)) error {
+	bad := 0
+	for _, name := range names {
+		rec, err := op(name)
+		if err != nil {
+			fmt.Fprintln(g.stderr, "mvmctl:", err)
+			bad++
+			continue
+		}
+		switch {
+		case rec != nil && g.json:
+			_ = writeJSON(g.stdout, listItem(rec))
+		default:
+			fmt.Fprintln(g.stdout, name)
+		}
+	}
+	if bad > 0 {
+		return &ExitError{Code: 1}
+	}
+	return nil
 }
 
 // completeVMNames offers VM names for shell completion.

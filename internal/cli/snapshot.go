@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/store"
 )
 
 // newSnapshotCommand groups snapshot create/ls/rm.
@@ -102,30 +104,15 @@ func newSnapshotRmCommand(g *globals) *cobra.Command {
 		Use:     "rm SNAPSHOT...",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove snapshots (refused while VMs restored from them exist, unless -f)",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Errorf("snapshot rm needs at least one snapshot name")}
-			}
-			return nil
-		},
+		Args:    minArgs(1, "snapshot name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
 			if err != nil {
 				return err
 			}
-			bad := 0
-			for _, name := range args {
-				if err := m.SnapshotRemove(cmd.Context(), name, force); err != nil {
-					fmt.Fprintln(g.stderr, "mvmctl:", err)
-					bad++
-					continue
-				}
-				fmt.Fprintln(g.stdout, name)
-			}
-			if bad > 0 {
-				return &ExitError{Code: 1}
-			}
-			return nil
+			return forEachName(g, args, func(name string) (*store.Record, error) {
+				return nil, m.SnapshotRemove(cmd.Context(), name, force)
+			})
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even if VMs restored from it still exist (their disks break)")
