@@ -1,16 +1,15 @@
 package docker
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
+
+	"github.com/mvm-dev/mvm/internal/backend"
 )
 
 // Files and directories in the VM directory owned by this backend, and where
 // the container sees them.
 const (
-	stateFile = "backend.json"
+	stateFile = backend.RecordFile
 	runDir    = "run"    // rw at GuestRunDir: agent socket, console log
 	configDir = "config" // at GuestConfigDir: mvm.json, deleted by the agent once read
 
@@ -37,29 +36,12 @@ type record struct {
 	Socket    string `json:"engine_socket"`
 }
 
-func writeRecord(dir string, r record) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "."+stateFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, stateFile))
-}
+func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }
 
 func readRecord(dir string) (record, error) {
 	var r record
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
+	if err := backend.LoadRecord(dir, Name, &r); err != nil {
 		return r, err
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("decode %s: %w", stateFile, err)
-	}
-	if r.Backend != Name {
-		return r, fmt.Errorf("%s names backend %q, not %q", stateFile, r.Backend, Name)
 	}
 	if r.Container == "" {
 		return r, fmt.Errorf("%s names no container", stateFile)

@@ -1,15 +1,10 @@
 package qemu
 
-import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
-)
+import "github.com/mvm-dev/mvm/internal/backend"
 
 // Files in the VM directory owned by this backend.
 const (
-	stateFile  = "backend.json"
+	stateFile  = backend.RecordFile
 	qmpSock    = "qmp.sock"
 	serialSock = "serial-agent.sock" // QEMU's chardev for the agent port
 	qemuLog    = "qemu.log"
@@ -31,29 +26,12 @@ type record struct {
 	Snapshot string `json:"snapshot,omitempty"`
 }
 
-func writeRecord(dir string, r record) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, "."+stateFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, stateFile))
-}
+func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }
 
 func readRecord(dir string) (record, error) {
 	var r record
-	b, err := os.ReadFile(filepath.Join(dir, stateFile))
-	if err != nil {
+	if err := backend.LoadRecord(dir, Name, &r); err != nil {
 		return r, err
-	}
-	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("decode %s: %w", stateFile, err)
-	}
-	if r.Backend != Name {
-		return r, fmt.Errorf("%s names backend %q, not %q", stateFile, r.Backend, Name)
 	}
 	return r, nil
 }
