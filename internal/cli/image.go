@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -116,8 +117,13 @@ func newImageInfoCommand(g *globals) *cobra.Command {
 			fmt.Fprintf(tw, "Tags:\t%s\n", strings.Join(r.Tags, ", "))
 			fmt.Fprintf(tw, "Kernel:\t%s\n", strings.TrimSpace(r.Kernel.Source+" "+r.Kernel.Path))
 			rootfs := r.Rootfs.Source
-			if r.Rootfs.Source == image.RootfsDebian {
+			switch r.Rootfs.Source {
+			case image.RootfsDebian:
 				rootfs += fmt.Sprintf(" %s, packages: %s", r.Rootfs.Suite, strings.Join(r.Rootfs.Packages, " "))
+			case image.RootfsOCI:
+				rootfs += " " + r.Rootfs.Image
+			case image.RootfsNix:
+				rootfs += " " + r.Rootfs.Flake
 			}
 			fmt.Fprintf(tw, "Rootfs:\t%s\n", rootfs)
 			for _, s := range r.Services {
@@ -159,7 +165,10 @@ func newImageFetchCommand(g *globals) *cobra.Command {
 	}
 }
 
-// ensureImage builds r and prints the result; shared by image fetch and build.
+// ensureImage builds r and prints the result; shared by image fetch and
+// build. Progress is rendered like up's: a status line on a TTY, JSON lines
+// ({"type":"progress"}, then {"type":"result","image":...}) with --json,
+// nothing otherwise.
 func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
 	if _, err := g.manager(); err != nil {
 		return err
@@ -168,21 +177,29 @@ func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
 	if err != nil {
 		return err
 	}
+	pp := &progressPrinter{w: g.stderr, json: g.json, tty: isTTY(g.stderr)}
+	if g.json {
+		pp.w = g.stdout
+	}
+	start := time.Now()
 	a, err := image.EnsureRecipe(cmd.Context(), r, image.BuildOptions{
 		CacheDir:  g.dirs.ImagesDir(),
 		AgentPath: agent,
 		Arch:      runtime.GOARCH,
 		Progress: func(s string) {
-			if !g.json {
-				fmt.Fprintf(g.stderr, "%s: %s\n", r.Name, s)
-			}
+			now := time.Now()
+			pp.event(vm.Event{Time: now, Stage: "image", Message: r.Name + ": " + s, Elapsed: now.Sub(start).Seconds()})
 		},
 	})
+	pp.done()
 	if err != nil {
 		return err
 	}
 	if g.json {
-		return writeJSON(g.stdout, a)
+		return writeJSON(g.stdout, struct {
+			Type  string           `json:"type"`
+			Image *image.Artifacts `json:"image"`
+		}{"result", a})
 	}
 	fmt.Fprintf(g.stdout, "%s %s\n", a.Name, a.Digest)
 	return nil

@@ -6,12 +6,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mvm-dev/mvm/internal/image"
 	"github.com/mvm-dev/mvm/internal/vm"
 )
 
 func newUpCommand(g *globals) *cobra.Command {
 	var o vm.UpOptions
-	var memory string
+	var memory, flake string
 	cmd := &cobra.Command{
 		Use:     "up [--image IMAGE] [--name NAME]",
 		Aliases: []string{"run"},
@@ -28,6 +29,9 @@ shows which one won.`,
   mvmctl up --from-snapshot web-snap --name web-2`,
 		Args: exactArgs(0, "no arguments (use --name and --image)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if flake != "" {
+				o.Image = image.FlakeImageRef(flake)
+			}
 			if memory != "" {
 				mib, err := vm.ParseSize(memory)
 				if err != nil {
@@ -72,11 +76,13 @@ shows which one won.`,
 	f.StringVar(&o.Backend, "backend", "", "backend to use (default: chosen automatically)")
 	f.IntVar(&o.CPUs, "cpus", 0, "number of vCPUs")
 	f.StringVar(&memory, "memory", "", "memory size, e.g. 512M or 1G")
-	cmd.MarkFlagsMutuallyExclusive("image", "file")
+	f.StringVar(&flake, "flake", "", "Nix flake to build with 'nix build' and boot (e.g. .#vm; see 'mvmctl build --help')")
+	cmd.MarkFlagsMutuallyExclusive("image", "file", "flake")
 	f.StringVarP(&o.ConfigFile, "config", "c", "", "VM config file (TOML: name, image, backend, cpus, memory or memory_mib)")
 	f.StringVar(&o.FromSnapshot, "from-snapshot", "", "restore a new VM from this snapshot instead of booting (see 'mvmctl snapshot ls')")
 	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "image")
 	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "file")
+	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "flake")
 	f.DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
 	return cmd
 }

@@ -119,7 +119,7 @@ func TestParseRecipeErrors(t *testing.T) {
 		{"syntax", "name = \"x\nfoo", []string{"r.toml:1:"}},
 		{"missing name", "description = \"d\"\n", []string{`name ""`}},
 		{"bad name", "name = \"Web_1\"\n", []string{`name "Web_1"`}},
-		{"kernel source", "name = \"x\"\n[kernel]\nsource = \"nix\"\n", []string{`kernel.source "nix"`}},
+		{"kernel source", "name = \"x\"\n[kernel]\nsource = \"xen\"\n", []string{`kernel.source "xen"`}},
 		{"kernel file no path", "name = \"x\"\n[kernel]\nsource = \"file\"\n", []string{"needs kernel.path"}},
 		{"kernel path with debian", "name = \"x\"\n[kernel]\npath = \"/k\"\n", []string{"kernel.path is only used"}},
 		{"rootfs source", "name = \"x\"\n[rootfs]\nsource = \"alpine\"\n", []string{`rootfs.source "alpine"`}},
