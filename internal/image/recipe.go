@@ -3,7 +3,6 @@ package image
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pelletier/go-toml/v2"
+	"github.com/mvm-dev/mvm/internal/tomlx"
 )
 
 // maxRecipeSize bounds a recipe file; recipes are hand-written and small.
@@ -169,10 +168,8 @@ func LoadRecipe(path string) (*Recipe, error) {
 // the directory files.src is relative to ("" forbids files.src).
 func ParseRecipe(name string, b []byte, base string) (*Recipe, error) {
 	var r Recipe
-	dec := toml.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
-		return nil, describeTOML(name, err)
+	if err := tomlx.Decode(name, b, &r, "see docs/recipes.md for the recipe format"); err != nil {
+		return nil, err
 	}
 	r.origin, r.base = name, base
 	r.applyDefaults()
@@ -180,28 +177,6 @@ func ParseRecipe(name string, b []byte, base string) (*Recipe, error) {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return &r, nil
-}
-
-// describeTOML turns go-toml errors into "file:line: key: problem".
-func describeTOML(path string, err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) && len(strict.Errors) > 0 {
-		var parts []string
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			parts = append(parts, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
-		}
-		return fmt.Errorf("%s (see docs/recipes.md for the recipe format)", strings.Join(parts, "; "))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, _ := de.Position()
-		if key := strings.Join(de.Key(), "."); key != "" {
-			return fmt.Errorf("%s:%d: key %q: %s", path, row, key, de.Error())
-		}
-		return fmt.Errorf("%s:%d: %s", path, row, de.Error())
-	}
-	return fmt.Errorf("%s: %w", path, err)
 }
 
 func (r *Recipe) applyDefaults() {
