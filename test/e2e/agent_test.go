@@ -20,10 +20,15 @@ import (
 	"github.com/creack/pty"
 )
 
-// TestAgent drives every agent operation of one real VM through mvmctl.
+// TestAgent drives every agent operation of one real VM through mvmctl, on
+// every backend (part of the conformance suite).
 func TestAgent(t *testing.T) {
-	const vm = "agent1"
-	must(t, bootTimeout, "up", "--name", vm, "--memory", "256")
+	forEachBackend(t, testAgent)
+}
+
+func testAgent(t *testing.T, be string) {
+	vm := "agent-" + be
+	must(t, bootTimeout, "up", "--backend", be, "--name", vm, "--memory", "256")
 	t.Cleanup(func() { mvm(t, time.Minute, "", "rm", "-f", vm) })
 
 	t.Run("50 MiB binary stdout is byte-identical", func(t *testing.T) {
@@ -92,6 +97,15 @@ func TestAgent(t *testing.T) {
 		if r := mvm(t, time.Minute, "", "console", vm); r.code == 0 || !strings.Contains(r.stderr, "console busy") {
 			t.Errorf("second console:\n%s", r)
 		}
+		// Type the next line only at a fresh prompt: busybox ash queries the
+		// cursor position (ESC[6n) before each prompt and eats keystrokes
+		// typed while it waits for the answer.
+		waitUntil(t, 30*time.Second, "a prompt after hi", func() bool {
+			o := out.String()
+			i := strings.LastIndex(o, "hi\r\n")
+			return i >= 0 && strings.Contains(o[i:], "# ")
+		})
+		time.Sleep(200 * time.Millisecond)
 		_, _ = io.WriteString(tty, "stty size; exit 3\r")
 		err = cmd.Wait()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {

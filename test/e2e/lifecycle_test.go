@@ -112,6 +112,21 @@ func testLifecycle(t *testing.T, be string) {
 		t.Fatalf("logs lack agent output:\n%s", r.stdout)
 	}
 
+	// Verbs a backend cannot do are refused with the missing capability named.
+	if be == "docker" {
+		r = mvm(t, time.Minute, "", "snapshot", "create", name)
+		if r.code != 1 || !strings.Contains(r.stderr, "snapshot") || !strings.Contains(r.stderr, "docker") {
+			t.Fatalf("snapshot on docker: %s", r)
+		}
+	}
+	// pause/resume: a paused VM does not answer; a resumed one does.
+	must(t, time.Minute, "pause", name)
+	if st := ls(t, true)[name].State; st != "paused" {
+		t.Fatalf("state after pause = %q", st)
+	}
+	must(t, time.Minute, "resume", name)
+	must(t, time.Minute, "exec", name, "--", "true")
+
 	must(t, 2*time.Minute, "down", name)
 	if _, listed := ls(t, false)[name]; listed {
 		t.Fatal("stopped VM listed without -a")
