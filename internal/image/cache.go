@@ -51,6 +51,9 @@ func loadEntry(dir, digestHex string) (*Artifacts, error) {
 		DefaultCPUs:   m.DefaultCPUs,
 		DefaultMemMiB: m.DefaultMemMiB,
 	}
+	if fi, err := os.Stat(filepath.Join(dir, vmlinuxFile)); err == nil && fi.Mode().IsRegular() {
+		a.Vmlinux = filepath.Join(dir, vmlinuxFile)
+	}
 	for _, p := range []string{a.Kernel, a.Initrd, a.Rootfs} {
 		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 			return nil, fmt.Errorf("cache entry %s: missing %s", dir, filepath.Base(p))

@@ -47,7 +47,7 @@ func EnsureRecipe(ctx context.Context, r *Recipe, opts BuildOptions) (*Artifacts
 	if a, err := loadEntry(entry, digestHex); err == nil {
 		linkByName(cacheDir, name, digestHex)
 		opts.progress("cached")
-		return a, nil
+		return withVmlinux(a, opts)
 	}
 
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -64,7 +64,7 @@ func EnsureRecipe(ctx context.Context, r *Recipe, opts BuildOptions) (*Artifacts
 	// Another process may have finished the build while we waited.
 	if a, err := loadEntry(entry, digestHex); err == nil {
 		linkByName(cacheDir, name, digestHex)
-		return a, nil
+		return withVmlinux(a, opts)
 	}
 	if _, err := os.Lstat(entry); err == nil {
 		slog.Info("removing incomplete image cache entry", "dir", entry)
@@ -78,5 +78,29 @@ func EnsureRecipe(ctx context.Context, r *Recipe, opts BuildOptions) (*Artifacts
 	}
 	slog.Debug("image built", "name", name, "digest", digestHex, "took", time.Since(start))
 	linkByName(cacheDir, name, digestHex)
-	return loadEntry(entry, digestHex)
+	a, err := loadEntry(entry, digestHex)
+	if err != nil {
+		return nil, err
+	}
+	return withVmlinux(a, opts)
+}
+
+// withVmlinux adds the uncompressed kernel to a cache entry when asked for
+// and missing. It is derived from the sealed kernel alone, so writing it
+// after the entry was published is safe, and racing writers produce the same
+// bytes (the rename is atomic).
+func withVmlinux(a *Artifacts, opts BuildOptions) (*Artifacts, error) {
+	if !opts.Vmlinux || a.Vmlinux != "" {
+		return a, nil
+	}
+	opts.progress("vmlinux")
+	p := filepath.Join(a.Dir, vmlinuxFile)
+	if err := ExtractVmlinux(a.Kernel, p); err != nil {
+		return nil, fmt.Errorf("image %s: %w", a.Name, err)
+	}
+	if err := os.Chmod(p, 0o444); err != nil {
+		return nil, err
+	}
+	a.Vmlinux = p
+	return a, nil
 }

@@ -76,9 +76,14 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 		}
 		in.kernel = &kernelInfo{Image: in.nix.kernel}
 	case KernelDebian:
-		k, err := findKernel(da)
+		k, deb, err := debianKernel(ctx, r, cacheDir, da, opts.progress)
 		if err != nil {
 			return nil, err
+		}
+		if deb != "" {
+			if err := add("kernel-deb", deb); err != nil {
+				return nil, err
+			}
 		}
 		mods, err := resolveModules(k.ModulesDir, guestModules, requiredModules)
 		if err != nil {

@@ -165,6 +165,12 @@ func readModule(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read module: %w", err)
 	}
+	return decodeModule(path, raw)
+}
+
+// decodeModule decompresses a module file's bytes by its name's suffix and
+// checks the result is an ELF object.
+func decodeModule(path string, raw []byte) ([]byte, error) {
 	var r io.Reader
 	switch {
 	case strings.HasSuffix(path, ".ko"):

@@ -19,7 +19,7 @@ const maxRecipeSize = 1 << 20
 
 // Kernel and rootfs sources a recipe may name.
 const (
-	KernelDebian = "debian" // the host's installed Debian cloud kernel + modules
+	KernelDebian = "debian" // a Debian cloud kernel + modules: installed, a package or a .deb
 	KernelFile   = "file"   // a kernel image file; virtio drivers must be built in
 	KernelNix    = "nix"    // the kernel in the rootfs flake's build output
 
@@ -56,6 +56,10 @@ type Recipe struct {
 type KernelSpec struct {
 	Source string `toml:"source" json:"source"`
 	Path   string `toml:"path" json:"path,omitempty"`
+	// Package pins a Debian kernel package (debian only), fetched with
+	// apt-get; Deb names a local .deb instead.
+	Package string `toml:"package" json:"package,omitempty"`
+	Deb     string `toml:"deb" json:"deb,omitempty"`
 }
 
 // RootfsSpec picks the root filesystem's base.
@@ -227,6 +231,9 @@ func (r *Recipe) canonical() []byte {
 	}
 	if c.Kernel.Path != "" {
 		c.Kernel.Path = "(input)"
+	}
+	if c.Kernel.Deb != "" {
+		c.Kernel.Deb = "(input)"
 	}
 	b, err := json.Marshal(&c)
 	if err != nil {

@@ -11,14 +11,15 @@ const builderVersion = "mvm-image-builder/2"
 
 // Artifacts is a built image in the cache. All paths are absolute.
 type Artifacts struct {
-	Name          string `json:"name"`           // recipe name, e.g. "minimal"
-	Digest        string `json:"digest"`         // "sha256:<hex>" over recipe + every input
-	Dir           string `json:"dir"`            // cache entry dir
-	Kernel        string `json:"kernel"`         // bzImage (vmlinuz)
-	KernelRelease string `json:"kernel_release"` // e.g. 6.1.0-56-cloud-amd64
-	Initrd        string `json:"initrd"`         // newc cpio, uncompressed
-	Rootfs        string `json:"rootfs"`         // ext4 labelled guestcfg.RootLabel; never modify
-	Console       bool   `json:"console"`        // image policy access.console
+	Name          string `json:"name"`              // recipe name, e.g. "minimal"
+	Digest        string `json:"digest"`            // "sha256:<hex>" over recipe + every input
+	Dir           string `json:"dir"`               // cache entry dir
+	Kernel        string `json:"kernel"`            // bzImage (vmlinuz)
+	KernelRelease string `json:"kernel_release"`    // e.g. 6.1.0-56-cloud-amd64
+	Vmlinux       string `json:"vmlinux,omitempty"` // uncompressed kernel (ELF on x86), made on request (BuildOptions.Vmlinux)
+	Initrd        string `json:"initrd"`            // newc cpio, uncompressed
+	Rootfs        string `json:"rootfs"`            // ext4 labelled guestcfg.RootLabel; never modify
+	Console       bool   `json:"console"`           // image policy access.console
 	DefaultCPUs   int    `json:"default_cpus"`
 	DefaultMemMiB int    `json:"default_memory_mib"`
 }
@@ -29,6 +30,9 @@ type BuildOptions struct {
 	AgentPath string             // static mvm-agent binary to inject
 	Arch      string             // GOARCH of the guest; runtime.GOARCH if empty
 	Progress  func(stage string) // optional; short stage names
+	// Vmlinux also provides the uncompressed kernel (Artifacts.Vmlinux) for
+	// VMMs that cannot boot a bzImage; made once per entry, on first request.
+	Vmlinux bool
 }
 
 func (o BuildOptions) progress(stage string) {
@@ -67,6 +71,7 @@ type manifest struct {
 // Cache entry file names.
 const (
 	kernelFile   = "vmlinuz"
+	vmlinuxFile  = "vmlinux"
 	initrdFile   = "initrd.img"
 	rootfsFile   = "rootfs.ext4"
 	manifestFile = "manifest.json"

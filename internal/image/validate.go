@@ -44,10 +44,22 @@ func (r *Recipe) Validate() error {
 		seen[t] = true
 	}
 
+	if r.Kernel.Source != KernelDebian && (r.Kernel.Package != "" || r.Kernel.Deb != "") {
+		bad("kernel.package and kernel.deb are only used with kernel.source = %q", KernelDebian)
+	}
 	switch r.Kernel.Source {
 	case KernelDebian:
 		if r.Kernel.Path != "" {
 			bad("kernel.path is only used with kernel.source = %q", KernelFile)
+		}
+		if r.Kernel.Package != "" && r.Kernel.Deb != "" {
+			bad("kernel.package and kernel.deb: set one, not both")
+		}
+		if p := r.Kernel.Package; p != "" && (!debPackageRE.MatchString(p) || !strings.HasPrefix(p, "linux-image-")) {
+			bad("kernel.package %q: want a linux-image-* Debian package name", p)
+		}
+		if d := r.Kernel.Deb; d != "" && r.base == "" && !path.IsAbs(d) {
+			bad("kernel.deb %q: relative paths need a recipe file", d)
 		}
 	case KernelNix:
 		if r.Rootfs.Source != RootfsNix {
