@@ -16,6 +16,7 @@ setup:
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent ./cmd/mvm-agent
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-supervisor ./cmd/mvm-supervisor
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvmctl ./cmd/mvmctl
 
 # Boot a microVM (QEMU: KVM when usable, else TCG) from the minimal image,

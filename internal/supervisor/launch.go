@@ -3,8 +3,10 @@
 // connections over the virtio-serial port, and outlives the CLI that
 // launched it.
 //
-// The supervisor is the mvmctl binary re-executed with Arg as its first
-// argument, so main must dispatch before anything else:
+// The supervisor runs as the small mvm-supervisor binary when it is installed
+// next to mvmctl (it imports only this package, so it stays a few MiB of
+// RSS per VM), else as the calling binary re-executed with Arg as its first
+// argument. Either main must dispatch before anything else:
 //
 //	if len(os.Args) > 1 && os.Args[1] == supervisor.Arg {
 //		os.Exit(supervisor.Main(os.Args[2:]))
@@ -40,7 +42,7 @@ func Launch(ctx context.Context, dir string, cfg Config) (int, error) {
 	if err := writeJSON(filepath.Join(dir, ConfigFile), cfg); err != nil {
 		return 0, fmt.Errorf("launch supervisor: write config: %w", err)
 	}
-	self, err := os.Executable()
+	self, err := binary()
 	if err != nil {
 		return 0, fmt.Errorf("launch supervisor: %w", err)
 	}
@@ -60,4 +62,28 @@ func Launch(ctx context.Context, dir string, cfg Config) (int, error) {
 	// Reap it if it exits while we still run; otherwise init adopts it.
 	go cmd.Wait()
 	return cmd.Process.Pid, nil
+}
+
+// BinaryName is the dedicated supervisor executable.
+const BinaryName = "mvm-supervisor"
+
+// binary picks the program to run as supervisor: $MVM_SUPERVISOR_BIN, then
+// mvm-supervisor beside the running executable, then the running executable.
+func binary() (string, error) {
+	if p := os.Getenv("MVM_SUPERVISOR_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("MVM_SUPERVISOR_BIN: %w", err)
+		}
+		return p, nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	if p := filepath.Join(filepath.Dir(self), BinaryName); p != self {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return self, nil
 }

@@ -42,7 +42,7 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(rootDir)
 	bin := filepath.Join(rootDir, "bin")
 	repo, _ := filepath.Abs("../..")
-	for _, b := range []struct{ out, pkg string }{{"mvm-agent", "./cmd/mvm-agent"}, {"mvmctl", "./cmd/mvmctl"}} {
+	for _, b := range []struct{ out, pkg string }{{"mvm-agent", "./cmd/mvm-agent"}, {"mvm-supervisor", "./cmd/mvm-supervisor"}, {"mvmctl", "./cmd/mvmctl"}} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
 		cmd.Dir = repo
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
