@@ -132,6 +132,8 @@ guest agent: exec, console, health. No SSH.`,
 		newForwardCommand(g),
 		newCpCommand(g),
 		newHealthCommand(g),
+		newDiffCommand(g),
+		newEventsCommand(g),
 	)
 	markRuntime(root)
 	return root

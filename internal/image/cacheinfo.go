@@ -20,19 +20,29 @@ const (
 	KindBootstrap  = "bootstrap"  // Debian base tarball
 	KindTemp       = "temp"       // build in progress or left by a crash
 	KindLock       = "lock"       // lock file of an entry that no longer exists
+	KindDeb        = "deb"        // downloaded kernel package, <cache>/debs
+	KindKernel     = "kernel"     // unpacked kernel package, <cache>/kernels
 )
+
+// kindOrder is the order of CacheInfo.Kinds.
+var kindOrder = []string{KindImage, KindKernel, KindDeb, KindBootstrap, KindIncomplete, KindTemp, KindLock}
 
 var digestDirRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 // CacheItem is one thing in the image cache.
 type CacheItem struct {
-	Kind   string    `json:"kind"`
-	Path   string    `json:"path"`
-	Bytes  int64     `json:"bytes"` // disk use (allocated blocks; images are sparse)
-	Name   string    `json:"name,omitempty"`
-	Digest string    `json:"digest,omitempty"`
-	Linked []string  `json:"linked,omitempty"` // by-name links pointing here
-	MTime  time.Time `json:"mtime"`
+	Kind   string   `json:"kind"`
+	Path   string   `json:"path"`
+	Bytes  int64    `json:"bytes"` // disk use (allocated blocks; images are sparse)
+	Name   string   `json:"name,omitempty"`
+	Digest string   `json:"digest,omitempty"`
+	Linked []string `json:"linked,omitempty"` // by-name links pointing here
+	// SHA256 of the .deb an unpacked kernel came from (its directory name).
+	SHA256 string `json:"sha256,omitempty"`
+	// UsedBy are the image digests whose manifest inputs name this kernel
+	// package or unpacked kernel.
+	UsedBy []string  `json:"used_by,omitempty"`
+	MTime  time.Time `json:"mtime,omitzero"`
 }
 
 // CacheKindTotal sums one kind.
@@ -47,7 +57,9 @@ type CacheInfo struct {
 	Dir        string           `json:"dir"`
 	Items      []CacheItem      `json:"items"`
 	Kinds      []CacheKindTotal `json:"kinds"`
-	TotalBytes int64            `json:"total_bytes"`
+	TotalBytes int64            `json:"total_bytes"` // of the cache directory
+	// Notes say what could not be counted (e.g. an unreachable daemon).
+	Notes []string `json:"notes,omitempty"`
 }
 
 // InspectCache lists the image cache without changing it. A missing cache is
@@ -55,6 +67,7 @@ type CacheInfo struct {
 func InspectCache(cacheDir string) (*CacheInfo, error) {
 	info := &CacheInfo{Dir: cacheDir}
 	links := byNameLinks(cacheDir)
+	refs := newInputRefs(cacheDir)
 	ents, err := os.ReadDir(cacheDir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return info, nil
@@ -74,6 +87,7 @@ func InspectCache(cacheDir string) (*CacheInfo, error) {
 			if m, err := readManifest(p); err == nil && m.Digest == it.Digest {
 				if _, err := loadEntry(p, n); err == nil {
 					it.Kind, it.Name = KindImage, m.Name
+					refs.add(it.Digest, m.Inputs)
 					break
 				}
 			}
@@ -86,11 +100,20 @@ func InspectCache(cacheDir string) (*CacheInfo, error) {
 		case n == bootstrapDir && e.IsDir():
 			info.Items = append(info.Items, bootstrapItems(p)...)
 			continue
+		case n == debsDir && e.IsDir():
+			info.Items = append(info.Items, debItems(p)...)
+			continue
+		case n == kernelsDir && e.IsDir():
+			info.Items = append(info.Items, kernelItems(p)...)
+			continue
 		default:
 			continue
 		}
 		it.Bytes = diskUsage(p)
 		info.Items = append(info.Items, it)
+	}
+	for i := range info.Items {
+		info.Items[i].UsedBy = refs.usedBy(&info.Items[i])
 	}
 	sort.Slice(info.Items, func(i, j int) bool {
 		a, b := info.Items[i], info.Items[j]
@@ -110,7 +133,7 @@ func InspectCache(cacheDir string) (*CacheInfo, error) {
 		t.Bytes += it.Bytes
 		info.TotalBytes += it.Bytes
 	}
-	for _, k := range []string{KindImage, KindBootstrap, KindIncomplete, KindTemp, KindLock} {
+	for _, k := range kindOrder {
 		if t := totals[k]; t != nil {
 			info.Kinds = append(info.Kinds, *t)
 		}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -43,6 +44,10 @@ func unpackKernelDeb(debPath, root, sum string) (*kernelInfo, error) {
 	}
 	dir := filepath.Join(root, sum)
 	if k, err := loadKernelTree(dir); err == nil {
+		// The tree's mtime is its last use: cache prune leaves trees used
+		// in the last minutes alone, as a build may be reading them.
+		now := time.Now()
+		_ = os.Chtimes(dir, now, now)
 		return k, nil
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {

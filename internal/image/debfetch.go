@@ -190,12 +190,15 @@ func fetchKernelDeb(ctx context.Context, cacheDir string, p *debPackage) (string
 			if err := aptDownload(ctx, dir, final, p); err != nil {
 				return "", err
 			}
+		} else if verifiedBefore(dir, p.fileName(), p.SHA256) {
+			return final, nil
 		}
 		sum, err := hashFile(final)
 		if err != nil {
 			return "", fmt.Errorf("hash %s: %w", final, err)
 		}
 		if sum == p.SHA256 {
+			recordVerified(dir, p.fileName(), sum)
 			return final, nil
 		}
 		lastErr = fmt.Errorf("%s has SHA-256 %s, apt lists %s", filepath.Base(final), sum, p.SHA256)
@@ -239,14 +242,23 @@ func aptDownload(ctx context.Context, dir, final string, p *debPackage) error {
 }
 
 // aptKernel resolves pkg, fetches and verifies its .deb and unpacks it.
+// apt's answer is remembered for aptMemoTTL; when a remembered version can
+// no longer be fetched, apt is asked again once.
 func aptKernel(ctx context.Context, cacheDir, pkg, debarch string, progress func(string)) (*kernelInfo, string, error) {
 	progress("resolve " + pkg)
-	p, err := resolveKernelPackage(ctx, pkg, debarch)
+	p, memo, err := resolveKernelPackageMemo(ctx, cacheDir, pkg, debarch, false)
 	if err != nil {
 		return nil, "", err
 	}
 	progress("fetch " + p.Name)
 	deb, err := fetchKernelDeb(ctx, cacheDir, p)
+	if err != nil && memo && ctx.Err() == nil {
+		slog.Info("remembered kernel package unavailable; asking apt again", "package", p.Name, "version", p.Version, "err", err)
+		if p, _, err = resolveKernelPackageMemo(ctx, cacheDir, pkg, debarch, true); err != nil {
+			return nil, "", err
+		}
+		deb, err = fetchKernelDeb(ctx, cacheDir, p)
+	}
 	if err != nil {
 		return nil, "", err
 	}

@@ -64,6 +64,7 @@ type fakeApt struct {
 	shows     map[string]string // "pkg:arch" -> apt-cache show output
 	downloads [][]byte
 	fetched   int
+	asked     int // apt-cache calls
 }
 
 func (f *fakeApt) install(t *testing.T) {
@@ -71,6 +72,7 @@ func (f *fakeApt) install(t *testing.T) {
 	runApt = func(ctx context.Context, dir, name string, args ...string) ([]byte, error) {
 		switch name {
 		case "apt-cache":
+			f.asked++
 			out, ok := f.shows[args[len(args)-1]]
 			if !ok {
 				return nil, errors.New("exit status 100: E: No packages found")
@@ -255,4 +257,86 @@ func moduleNames(ms []module) []string {
 		out = append(out, m.Name)
 	}
 	return out
+}
+
+// TestAptKernelMemo checks that apt's answer and the .deb's verification are
+// remembered in <cache>/debs for aptMemoTTL, re-asked after it, and re-asked
+// at once when a remembered version can no longer be fetched.
+func TestAptKernelMemo(t *testing.T) {
+	good := makeDeb(t, "xz", kernelEntries())
+	sum := sha256.Sum256(good)
+	sumHex := hex.EncodeToString(sum[:])
+	f := &fakeApt{shows: map[string]string{
+		"linux-image-cloud-amd64:amd64":          showMeta,
+		"linux-image-6.1.0-99-cloud-amd64:amd64": showKernel(sumHex),
+	}, downloads: [][]byte{good}}
+	f.install(t)
+	now := time.Now()
+	oldNow := aptNow
+	aptNow = func() time.Time { return now }
+	t.Cleanup(func() { aptNow = oldNow })
+	cache := t.TempDir()
+	get := func() string {
+		t.Helper()
+		k, deb, err := aptKernel(context.Background(), cache, "linux-image-cloud-amd64", "amd64", func(string) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k.Release != testRel {
+			t.Fatalf("release %s", k.Release)
+		}
+		return deb
+	}
+	deb := get()
+	if f.asked != 2 || f.fetched != 1 {
+		t.Fatalf("first build: %d apt-cache calls, %d downloads; want 2, 1", f.asked, f.fetched)
+	}
+	m := loadAptMemo(filepath.Join(cache, debsDir))
+	a := m.Packages["linux-image-cloud-amd64:amd64"]
+	if a.Package != "linux-image-6.1.0-99-cloud-amd64" || a.Version != "1:6.1.192-2" || a.SHA256 != sumHex ||
+		!strings.HasPrefix(a.Filename, "pool/") || !a.FetchedAt.Equal(now) {
+		t.Errorf("memo answer %+v", a)
+	}
+	if c := m.Verified[filepath.Base(deb)]; c.SHA256 != sumHex || c.Size != int64(len(good)) {
+		t.Errorf("memo verification %+v", c)
+	}
+
+	now = now.Add(aptMemoTTL - time.Second)
+	if get() != deb || f.asked != 2 || f.fetched != 1 {
+		t.Errorf("within the TTL: %d apt-cache calls, %d downloads; want 2, 1", f.asked, f.fetched)
+	}
+
+	// A changed file (other size) is hashed again, found corrupt, refetched.
+	if err := os.WriteFile(deb, good[:100], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.downloads = append(f.downloads, good)
+	if get() != deb || f.fetched != 2 {
+		t.Errorf("changed .deb not refetched: %d downloads", f.fetched)
+	}
+
+	now = now.Add(2 * time.Second)
+	get()
+	if f.asked != 4 {
+		t.Errorf("after the TTL: %d apt-cache calls, want 4", f.asked)
+	}
+
+	// A remembered version apt no longer has: the download fails and apt
+	// is asked again at once.
+	m = loadAptMemo(filepath.Join(cache, debsDir))
+	stale := m.Packages["linux-image-cloud-amd64:amd64"]
+	stale.Version, stale.SHA256 = "6.1.1-1", strings.Repeat("0", 64)
+	m.Packages["linux-image-cloud-amd64:amd64"] = stale
+	m.save(filepath.Join(cache, debsDir))
+	if get() != deb || f.asked != 6 {
+		t.Errorf("stale memo: %d apt-cache calls, want 6", f.asked)
+	}
+
+	// An unreadable memo is ignored.
+	if err := os.WriteFile(filepath.Join(cache, debsDir, aptMemoFile), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if get() != deb || f.asked != 8 {
+		t.Errorf("corrupt memo: %d apt-cache calls, want 8", f.asked)
+	}
 }

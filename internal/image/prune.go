@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -18,8 +19,9 @@ const tempGrace = 15 * time.Minute
 // PruneOptions selects what PruneCache removes.
 type PruneOptions struct {
 	DryRun bool
-	// All also removes linked images and Debian base tarballs: everything
-	// except Keep.
+	// All also removes linked images, Debian base tarballs and every kernel
+	// package and unpacked kernel: everything except Keep and what Keep's
+	// images were built from.
 	All bool
 	// Keep are image digests in use (e.g. by existing VMs), "sha256:<hex>"
 	// or bare hex; they are never removed.
@@ -27,17 +29,52 @@ type PruneOptions struct {
 	now  func() time.Time
 }
 
-// PruneResult lists what was (or, with DryRun, would be) removed.
+// PruneItem is one cache item and what prune did, or would do, with it.
+type PruneItem struct {
+	CacheItem
+	Removed bool   `json:"removed"` // removed, or with DryRun would be
+	Reason  string `json:"reason"`  // why it goes or stays
+	Error   string `json:"error,omitempty"`
+}
+
+// PruneResult lists every item considered, kept ones too.
 type PruneResult struct {
-	Removed []CacheItem `json:"removed"`
-	Bytes   int64       `json:"bytes"`
-	DryRun  bool        `json:"dry_run"`
+	Dir    string      `json:"dir"`
+	DryRun bool        `json:"dry_run"`
+	Items  []PruneItem `json:"items"`
+	Bytes  int64       `json:"bytes"` // removed, or with DryRun would be
+	Notes  []string    `json:"notes,omitempty"`
+}
+
+// Removed returns the items removed (with DryRun: to be removed).
+func (r *PruneResult) Removed() []PruneItem {
+	var out []PruneItem
+	for _, it := range r.Items {
+		if it.Removed {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+// KeptImages returns the digests of the image entries that stay.
+func (r *PruneResult) KeptImages() []string {
+	var out []string
+	for _, it := range r.Items {
+		if it.Kind == KindImage && !it.Removed {
+			out = append(out, it.Digest)
+		}
+	}
+	return out
 }
 
 // PruneCache removes temp files older than a grace period, incomplete
-// entries, images no by-name link points at and lock files of vanished
-// entries; with All, every image and base tarball not in Keep. Entries are
-// removed under their build lock, so a concurrent build is never cut short.
+// entries, images no by-name link points at, lock files of vanished entries,
+// and kernel packages and unpacked kernels that no remaining image was built
+// from and that were not used within the grace period; with All, every
+// image, base tarball, kernel package and unpacked kernel not needed by
+// Keep. Entries are removed under their build lock, so a concurrent build is
+// never cut short.
 func PruneCache(cacheDir string, o PruneOptions) (*PruneResult, error) {
 	info, err := InspectCache(cacheDir)
 	if err != nil {
@@ -51,39 +88,110 @@ func PruneCache(cacheDir string, o PruneOptions) (*PruneResult, error) {
 	for _, k := range o.Keep {
 		keep["sha256:"+strings.TrimPrefix(k, "sha256:")] = true
 	}
-	res := &PruneResult{DryRun: o.DryRun, Removed: []CacheItem{}}
+	res := &PruneResult{Dir: cacheDir, DryRun: o.DryRun, Items: []PruneItem{}}
 	var errs []error
-	for _, it := range info.Items {
-		if !shouldPrune(it, o, keep, now()) {
-			continue
-		}
-		if !o.DryRun {
+	apply := func(it CacheItem, remove bool, reason string) PruneItem {
+		pi := PruneItem{CacheItem: it, Reason: reason}
+		if remove && !o.DryRun {
 			if err := removeItem(cacheDir, it); err != nil {
 				errs = append(errs, err)
-				continue
+				pi.Error = err.Error()
+				remove = false
 			}
 		}
-		res.Removed = append(res.Removed, it)
-		res.Bytes += it.Bytes
+		if remove {
+			pi.Removed = true
+			res.Bytes += it.Bytes
+		}
+		res.Items = append(res.Items, pi)
+		return pi
 	}
+	// Kernel packages and trees go last: whether one is needed depends on
+	// which images stay, including those whose removal failed.
+	staying := map[string]bool{}
+	for _, it := range info.Items {
+		if it.Kind == KindDeb || it.Kind == KindKernel {
+			continue
+		}
+		remove, reason := planItem(it, o, keep, now())
+		if pi := apply(it, remove, reason); it.Kind == KindImage && !pi.Removed {
+			staying[it.Digest] = true
+		}
+	}
+	for _, it := range info.Items {
+		if it.Kind != KindDeb && it.Kind != KindKernel {
+			continue
+		}
+		remove, reason := planKernelInput(it, o, staying, now())
+		apply(it, remove, reason)
+	}
+	sort.SliceStable(res.Items, func(i, j int) bool {
+		a, b := res.Items[i], res.Items[j]
+		if a.Kind != b.Kind {
+			return a.Kind < b.Kind
+		}
+		return a.Path < b.Path
+	})
 	if !o.DryRun && o.All {
 		removeDanglingLinks(cacheDir)
 	}
 	return res, errors.Join(errs...)
 }
 
-func shouldPrune(it CacheItem, o PruneOptions, keep map[string]bool, now time.Time) bool {
+// planItem decides about an image entry, base tarball, temp file or lock.
+func planItem(it CacheItem, o PruneOptions, keep map[string]bool, now time.Time) (bool, string) {
 	switch it.Kind {
 	case KindTemp:
-		return now.Sub(it.MTime) > tempGrace
-	case KindIncomplete, KindLock:
-		return !keep[it.Digest]
+		if age := now.Sub(it.MTime); age <= tempGrace {
+			return false, "touched " + age.Round(time.Second).String() + " ago; a build may be using it"
+		}
+		return true, "left by an interrupted build"
+	case KindIncomplete:
+		if keep[it.Digest] {
+			return false, "used by a VM"
+		}
+		return true, "incomplete"
+	case KindLock:
+		if keep[it.Digest] {
+			return false, "used by a VM"
+		}
+		return true, "its entry is gone"
 	case KindImage:
-		return !keep[it.Digest] && (o.All || len(it.Linked) == 0)
+		switch {
+		case keep[it.Digest]:
+			return false, "used by a VM"
+		case o.All:
+			return true, "--all"
+		case len(it.Linked) > 0:
+			return false, "named " + strings.Join(it.Linked, ", ")
+		}
+		return true, "no name points at it"
 	case KindBootstrap:
-		return o.All
+		if o.All {
+			return true, "--all"
+		}
+		return false, "base tarball (removed with --all)"
 	}
-	return false
+	return false, "unknown kind"
+}
+
+// planKernelInput decides about a kernel package or unpacked kernel: kept
+// while a staying image was built from it, and, without All, while it was
+// used within tempGrace (a build may be between unpacking and writing its
+// manifest).
+func planKernelInput(it CacheItem, o PruneOptions, staying map[string]bool, now time.Time) (bool, string) {
+	for _, d := range it.UsedBy {
+		if staying[d] {
+			return false, "image " + shortDigest(d) + " was built from it"
+		}
+	}
+	if o.All {
+		return true, "--all"
+	}
+	if age := now.Sub(it.MTime); age <= tempGrace {
+		return false, "used " + age.Round(time.Second).String() + " ago; a build may need it"
+	}
+	return true, "no image was built from it"
 }
 
 // removeItem deletes one item, holding its lock when it has one.
@@ -98,6 +206,9 @@ func removeItem(cacheDir string, it CacheItem) error {
 		}
 	case KindBootstrap:
 		lockPath = strings.TrimSuffix(it.Path, ".tar") + ".lock"
+	case KindDeb:
+		// fetchKernelDeb holds it while downloading and verifying.
+		lockPath = filepath.Join(filepath.Dir(it.Path), ".lock")
 	case KindLock:
 		lockPath = it.Path
 	}
@@ -121,7 +232,7 @@ func removeItem(cacheDir string, it CacheItem) error {
 	if it.Kind == KindBootstrap || (it.Kind == KindIncomplete && strings.HasSuffix(it.Path, ".tar")) {
 		os.Remove(strings.TrimSuffix(it.Path, ".tar") + ".json")
 	}
-	if lockPath != "" && it.Kind != KindLock {
+	if lockPath != "" && it.Kind != KindLock && it.Kind != KindDeb {
 		os.Remove(lockPath) // still held: nobody else can be using it
 	}
 	return nil

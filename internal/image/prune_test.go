@@ -12,7 +12,7 @@ import (
 )
 
 // fakeEntry writes a complete-looking cache entry and returns its hex digest.
-func fakeEntry(t *testing.T, cache, name string, complete bool) string {
+func fakeEntry(t *testing.T, cache, name string, complete bool, inputs ...Input) string {
 	t.Helper()
 	sum := sha256.Sum256([]byte(name))
 	d := hex.EncodeToString(sum[:])
@@ -26,7 +26,7 @@ func fakeEntry(t *testing.T, cache, name string, complete bool) string {
 		}
 	}
 	if complete {
-		m := manifest{Name: name, Digest: "sha256:" + d, Kernel: kernelFile, Initrd: initrdFile, Rootfs: rootfsFile}
+		m := manifest{Name: name, Digest: "sha256:" + d, Kernel: kernelFile, Initrd: initrdFile, Rootfs: rootfsFile, Inputs: inputs}
 		b, _ := json.Marshal(m)
 		if err := os.WriteFile(filepath.Join(dir, manifestFile), b, 0o444); err != nil {
 			t.Fatal(err)
@@ -94,7 +94,7 @@ func TestInspectAndPruneCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Removed) != 4 || res.Bytes <= 0 {
+	if len(res.Removed()) != 4 || res.Bytes <= 0 {
 		t.Errorf("removed %+v", res)
 	}
 	for _, gone := range []string{orphan, broken, ".tmp-old", orphan + ".lock"} {
@@ -130,7 +130,7 @@ func TestInspectMissingCache(t *testing.T) {
 
 func removedNames(r *PruneResult) []string {
 	var out []string
-	for _, it := range r.Removed {
+	for _, it := range r.Removed() {
 		out = append(out, filepath.Base(it.Path))
 	}
 	sort.Strings(out)

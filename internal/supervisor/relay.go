@@ -23,6 +23,9 @@ const sessionWait = 10 * time.Second
 // restore the second one succeeds.
 var syncTimeout = 3 * time.Second
 
+// maxDialBackoff caps the pause between attempts to reach QEMU's chardev.
+const maxDialBackoff = 100 * time.Millisecond
+
 // relay carries host connections accepted on the agent socket as yamux
 // streams over the VMM's virtio-serial chardev socket. When the session dies
 // (guest rebooted, agent restarted, keepalive failed) it reconnects the
@@ -72,19 +75,20 @@ func (r *relay) run(ctx context.Context) {
 
 // sessions keeps one live session to the guest for as long as ctx lasts.
 func (r *relay) sessions(ctx context.Context) {
-	backoff := 20 * time.Millisecond
+	backoff := 10 * time.Millisecond
 	for ctx.Err() == nil {
 		var d net.Dialer
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		conn, err := d.DialContext(dctx, "unix", r.serial)
 		cancel()
 		if err != nil {
-			// QEMU creates the socket shortly after start; keep trying while we live.
+			// QEMU creates the socket shortly after start; keep trying while
+			// we live, often: a restored guest is waiting for our SYNC.
 			sleep(ctx, backoff)
-			backoff = min(backoff*2, time.Second)
+			backoff = min(backoff*2, maxDialBackoff)
 			continue
 		}
-		backoff = 20 * time.Millisecond
+		backoff = 10 * time.Millisecond
 		// Bound the handshake: a guest restored from a snapshot is still in
 		// the session it had with the old host, swallows our SYNC as yamux
 		// garbage and then waits for a SYNC that will never come. Dropping

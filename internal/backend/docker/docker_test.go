@@ -347,9 +347,15 @@ func TestSnapshotIsNotACapability(t *testing.T) {
 
 func TestPruneImages(t *testing.T) {
 	e, f := newFake(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			io.WriteString(w, `[{"Id":"1","RepoTags":["mvm-image:aaa-f1"],"Labels":{"mvm.digest":"sha256:aaa"}},`+
-				`{"Id":"2","RepoTags":["mvm-image:bbb-f1"],"Labels":{"mvm.digest":"sha256:bbb"}}]`)
+		switch {
+		case r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/containers/json"):
+			io.WriteString(w, `[{"Id":"c1","ImageID":"3"}]`)
+			return
+		case r.Method == http.MethodGet:
+			io.WriteString(w, `[{"Id":"1","RepoTags":["mvm-image:aaa-f1"],"Labels":{"mvm.managed":"1","mvm.digest":"sha256:aaa"}},`+
+				`{"Id":"2","RepoTags":["mvm-image:bbb-f1"],"Labels":{"mvm.managed":"1","mvm.digest":"sha256:bbb"},"Size":42},`+
+				`{"Id":"3","RepoTags":["mvm-image:ccc-f1"],"Labels":{"mvm.managed":"1","mvm.digest":"sha256:ccc"}},`+
+				`{"Id":"4","RepoTags":["other:latest"],"Labels":{"mvm.digest":"sha256:ddd"}}]`)
 			return
 		}
 		w.WriteHeader(http.StatusOK)

@@ -69,7 +69,7 @@ func TestBuildArgv(t *testing.T) {
 				"-serial":  {"chardev:console"},
 				"-pidfile": {"/vm/qemu.pid"},
 			},
-			absent: []string{"vsock"},
+			absent: []string{"vsock", "-object", "memory-backend"},
 		},
 		{
 			name: "kvm vsock",
@@ -112,6 +112,22 @@ func TestBuildArgv(t *testing.T) {
 			want: map[string][]string{
 				"-M":      {"virt,gic-version=max"},
 				"-append": {"console=ttyAMA0 reboot=t panic=-1 quiet"},
+			},
+		},
+		{
+			name: "shared RAM file",
+			mod:  func(l *launch) { l.MemPath, l.MemShare = "/vm/m,em", true },
+			want: map[string][]string{
+				"-M":      {"microvm,x-option-roms=off,isa-serial=on,acpi=on,memory-backend=mem"},
+				"-m":      {"256"},
+				"-object": {"memory-backend-file,id=mem,size=256M,mem-path=/vm/m,,em,share=on"},
+			},
+		},
+		{
+			name: "private RAM file",
+			mod:  func(l *launch) { l.MemPath = "/snap/mem" },
+			want: map[string][]string{
+				"-object": {"memory-backend-file,id=mem,size=256M,mem-path=/snap/mem,share=off"},
 			},
 		},
 		{name: "bad cid", mod: func(l *launch) { l.Transport, l.CID = guestcfg.TransportVsock, 2 }, wantErr: "CID"},

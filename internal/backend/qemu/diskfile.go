@@ -22,6 +22,33 @@ func copySparse(ctx context.Context, src, dst string) error {
 	return nil
 }
 
+// copyFile copies a small file to dst, replacing it, owner-writable. The
+// kernel copies the data (copy_file_range) where it can.
+func copyFile(src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	os.Remove(dst)
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return nil
+}
+
 // allocated returns the bytes path occupies on disk (holes excluded).
 func allocated(path string) (int64, error) {
 	fi, err := os.Stat(path)

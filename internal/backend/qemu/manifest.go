@@ -34,6 +34,16 @@ const (
 
 var knownCaps = map[string]bool{capEvents: true, capIgnoreShared: true}
 
+// sortedCaps lists knownCaps in a fixed order.
+func sortedCaps() []string {
+	out := make([]string, 0, len(knownCaps))
+	for c := range knownCaps {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Manifest describes a snapshot: everything needed to start a QEMU whose
 // machine and devices match the one that was saved, since a migration stream
 // only loads into an identical configuration.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/backend"
@@ -21,9 +22,10 @@ const (
 	// maxBandwidth lifts QEMU's migration rate cap (32-128 MiB/s by
 	// default), which would otherwise throttle writing the state file.
 	maxBandwidth = 1 << 40
-	// migratePoll is how often query-migrate is asked; a small VM saves in
-	// well under a second, so coarser polling would dominate.
-	migratePoll = 10 * time.Millisecond
+	// migratePoll is how often query-migrate is asked; a device-state
+	// stream saves and loads in milliseconds, so coarser polling would
+	// dominate.
+	migratePoll = 5 * time.Millisecond
 )
 
 // Snapshot implements backend.Snapshotter. The VM is paused (QMP stop) so
@@ -142,8 +144,10 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 // saveState streams the paused VM's state into path, with the migration
 // capabilities caps on, and returns its size.
 func saveState(ctx context.Context, c *qmp.Client, path string, caps []string) (int64, error) {
-	for _, name := range caps {
-		if err := c.SetMigrationCapability(ctx, name, true); err != nil {
+	// Every capability we know is set either way: a clone's QEMU still has
+	// the ones its incoming migration turned on.
+	for _, name := range sortedCaps() {
+		if err := c.SetMigrationCapability(ctx, name, slices.Contains(caps, name)); err != nil {
 			return 0, err
 		}
 	}
@@ -191,6 +195,11 @@ func snapshotMemory(ctx context.Context, src, dst string, size int64) (int64, er
 		return 0, fmt.Errorf("guest memory file %s has %d bytes, want %d", src, fi.Size(), size)
 	}
 	if err := copySparse(ctx, src, dst); err != nil {
+		return 0, fmt.Errorf("guest memory: %w", err)
+	}
+	// Owner-only: guest RAM holds the guest's secrets. Not read-only:
+	// QEMU 7.2 opens a RAM file read-write even to map it private.
+	if err := os.Chmod(dst, 0o600); err != nil {
 		return 0, fmt.Errorf("guest memory: %w", err)
 	}
 	if err := syncFile(dst); err != nil {

@@ -246,8 +246,14 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 		if qh.rec.Launch.MemPath != memPath || qh.rec.Launch.MemShare {
 			t.Errorf("clone %s maps %q share=%v, want the snapshot's file private", name, qh.rec.Launch.MemPath, qh.rec.Launch.MemShare)
 		}
-		if backing, err := qcow2Backing(qh.rec.Launch.Disks[0].Path); err == nil && backing != filepath.Join(snap, "disk-root.qcow2") {
-			t.Errorf("clone %s root backing = %q", name, backing)
+		// Its root disk is its own: a copy of the small saved layer, over
+		// the cached image.
+		root := qh.rec.Launch.Disks[0].Path
+		if filepath.Dir(root) != cdir {
+			t.Errorf("clone %s root disk %s is not in its own directory", name, root)
+		}
+		if backing, err := qcow2Backing(root); err == nil && backing != image {
+			t.Errorf("clone %s root backing = %q, want %q", name, backing, image)
 		}
 		t.Logf("clone %s: Restore returned after %v, agent answered after %v, first tick %d",
 			name, returned, agentAt, first)
@@ -258,6 +264,48 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 	}
 	if sum := sha256File(t, memPath); sum != memSum {
 		t.Errorf("clones wrote the snapshot's memory file (sha256 %s, was %s)", sum, memSum)
+	}
+
+	// A clone's RAM is private, so its own snapshot carries RAM in the
+	// stream; restoring that gives a VM with a RAM file of its own again.
+	snap2 := filepath.Join(dir, "snaps", "s2")
+	if err := restored[0].(backend.Snapshotter).Snapshot(ctx, snap2); err != nil {
+		t.Fatal(err)
+	}
+	m2, err := ReadManifest(snap2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m2.Memory != "" || !m2.MemBackend || m2.StateBytes < 1<<20 {
+		t.Fatalf("snapshot of a clone: memory %q, backend %v, state %d bytes; want RAM in the stream", m2.Memory, m2.MemBackend, m2.StateBytes)
+	}
+	for _, h := range restored {
+		h.Kill(ctx)
+	}
+	cdir := filepath.Join(dir, "c")
+	h, err := b.Restore(ctx, backend.Spec{Name: "c", Dir: cdir, ConfigISO: config("c"), SerialLog: filepath.Join(cdir, "serial.log")}, snap2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Kill(context.Background())
+	if got, _ := echo(t, h, "last?", 30*time.Second); got != "last:a" {
+		t.Errorf("clone of clone a remembers %q", got)
+	}
+	if l := h.(*Handle).rec.Launch; l.MemPath != filepath.Join(cdir, memFile) || !l.MemShare {
+		t.Errorf("clone of a clone maps %q share=%v, want its own shared file", l.MemPath, l.MemShare)
+	}
+	snap3 := filepath.Join(dir, "snaps", "s3")
+	if err := h.(backend.Snapshotter).Snapshot(ctx, snap3); err != nil {
+		t.Fatal(err)
+	}
+	if m3, err := ReadManifest(snap3); err != nil || m3.Memory == "" {
+		t.Fatalf("snapshot of a VM with its own RAM file again: %+v, %v", m3, err)
+	}
+	if err := h.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cdir, memFile)); !os.IsNotExist(err) {
+		t.Errorf("RAM file of a stopped VM left behind: %v", err)
 	}
 	t.Logf("cold boot to first tick %v; snapshot %v (state %d KiB, memory file %d MiB allocated); snapshot ticks: before %d, after %d",
 		coldBoot, snapTime, m.StateBytes>>10, m.MemoryBytes>>20, before, after)

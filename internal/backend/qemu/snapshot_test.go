@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -28,7 +29,8 @@ func testManifest() Manifest {
 			{ID: "root", Format: "qcow2", File: "disk-root.qcow2", Backing: "/cache/rootfs.ext4"},
 			{ID: "config", Format: "raw", ReadOnly: true},
 		},
-		State: stateName, StateBytes: 94 << 20, SourceArgv: argv,
+		State: stateName, StateBytes: 70 << 10, SourceArgv: argv,
+		Memory: memName, MemoryBytes: 80 << 20, MemBackend: true, Capabilities: []string{capEvents, capIgnoreShared},
 	}
 }
 
@@ -83,6 +85,14 @@ func TestManifestValidate(t *testing.T) {
 		{"disk nowhere", func(m *Manifest) { m.Disks[0].File = "" }, "neither"},
 		{"disk format", func(m *Manifest) { m.Disks[0].Format = "vmdk" }, "format"},
 		{"disk id", func(m *Manifest) { m.Disks[0].ID = "" }, "without id"},
+		{"version 1 (RAM in stream)", func(m *Manifest) {
+			m.Version, m.Memory, m.MemoryBytes, m.MemBackend, m.Capabilities = 1, "", 0, false, nil
+		}, ""},
+		{"version 0", func(m *Manifest) { m.Version = 0 }, "format version"},
+		{"memory escapes", func(m *Manifest) { m.Memory = "../mem" }, "plain file"},
+		{"memory without backend", func(m *Manifest) { m.MemBackend = false }, "no memory backend"},
+		{"memory with RAM in stream", func(m *Manifest) { m.Capabilities = []string{capEvents} }, "saved with RAM"},
+		{"unknown capability", func(m *Manifest) { m.Capabilities = append(m.Capabilities, "postcopy-ram") }, "unknown migration capability"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,6 +149,7 @@ func TestSameMachine(t *testing.T) {
 		{"readonly", func(l *launch) { l.Disks[1].ReadOnly = false }, false},
 		{"missing disk", func(l *launch) { l.Disks = l.Disks[:1] }, false},
 		{"transport", func(l *launch) { l.Transport, l.CID = guestcfg.TransportVsock, 5 }, false},
+		{"RAM file appears", func(l *launch) { l.MemPath = "/snap/mem" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -157,6 +168,23 @@ func TestSameMachine(t *testing.T) {
 	}
 	if err := sameMachine(v(3), v(9)); err != nil {
 		t.Fatalf("CID must not count: %v", err)
+	}
+	// A source's own shared RAM file and a clone's private mapping of the
+	// snapshot's copy build the same machine; another backend id does not.
+	mem := func(path string, share bool, id string) []string {
+		l := baseLaunch()
+		l.MemPath, l.MemShare = path, share
+		a, _ := buildArgv(l)
+		for i := range a {
+			a[i] = strings.ReplaceAll(a[i], "id="+memBackendID+",", "id="+id+",")
+		}
+		return a
+	}
+	if err := sameMachine(mem("/vm/mem", true, "mem"), mem("/snap,x/mem", false, "mem")); err != nil {
+		t.Fatalf("RAM file path and sharing must not count: %v", err)
+	}
+	if err := sameMachine(mem("/vm/mem", true, "mem"), mem("/vm/mem", true, "ram")); err == nil {
+		t.Fatal("a renamed RAM backend must count")
 	}
 }
 
@@ -221,6 +249,71 @@ func TestParseQcow2Backing(t *testing.T) {
 	}
 }
 
+func TestRestoreMemory(t *testing.T) {
+	snap, vmDir := t.TempDir(), t.TempDir()
+	m := testManifest()
+	if err := writeSparse(filepath.Join(snap, memName), int64(m.MemoryMiB)<<20); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		mod       func(*Manifest)
+		wantPath  string
+		wantShare bool
+		wantErr   string
+	}{
+		{"RAM file: the snapshot's, private", nil, filepath.Join(snap, memName), false, ""},
+		{"RAM in stream from a RAM-file VM: a fresh shared file", func(m *Manifest) { m.Memory = "" }, filepath.Join(vmDir, memFile), true, ""},
+		{"version 1: anonymous RAM", func(m *Manifest) { m.Memory, m.MemBackend = "", false }, "", false, ""},
+		{"RAM file missing", func(m *Manifest) { m.Memory = "gone" }, "", false, "no such file"},
+		{"RAM file of another size", func(m *Manifest) { m.MemoryMiB *= 2 }, "", false, "want"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := testManifest()
+			if tt.mod != nil {
+				tt.mod(&m)
+			}
+			path, share, err := restoreMemory(m, snap, vmDir)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || path != tt.wantPath || share != tt.wantShare {
+				t.Fatalf("got %q share=%v, %v; want %q share=%v", path, share, err, tt.wantPath, tt.wantShare)
+			}
+		})
+	}
+}
+
+// TestRestoreVersion1Argv: a snapshot written before RAM files rebuilds its
+// machine without a memory backend, so its argv still matches the saved one.
+func TestRestoreVersion1Argv(t *testing.T) {
+	old := baseLaunch()
+	argv, _ := buildArgv(old)
+	m := testManifest()
+	m.Version, m.Memory, m.MemBackend, m.Capabilities, m.SourceArgv = 1, "", false, nil, argv
+	l := m.launchFrom()
+	var err error
+	if l.MemPath, l.MemShare, err = restoreMemory(m, t.TempDir(), t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	l.Disks = old.Disks
+	l.QMPSock, l.PidFile, l.SerialLog, l.SerialSock = "/c/q", "/c/p", "/c/s", "/c/a"
+	clone, err := buildArgv(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameMachine(m.SourceArgv, clone); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.caps(), []string{capEvents}) {
+		t.Fatalf("version 1 capabilities = %v", m.caps())
+	}
+}
+
 func TestSnapshotRefusesWithoutLaunch(t *testing.T) {
 	h := &Handle{dir: t.TempDir(), rec: record{Backend: Name}}
 	dst := filepath.Join(t.TempDir(), "snap")
@@ -271,6 +364,9 @@ func FuzzReadManifest(f *testing.F) {
 				t.Fatalf("disk file %q escapes", d.File)
 			}
 		}
+		if m.Memory != "" && !localName(m.Memory) {
+			t.Fatalf("memory file %q escapes", m.Memory)
+		}
 	})
 }
 
@@ -284,4 +380,51 @@ func FuzzParseQcow2Backing(f *testing.F) {
 			t.Fatalf("name of %d bytes", len(name))
 		}
 	})
+}
+
+func TestCloneDisk(t *testing.T) {
+	saved := t.TempDir()
+	small := filepath.Join(saved, "disk-root.qcow2")
+	if err := os.WriteFile(small, bytes.Repeat([]byte("layer"), 1000), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path, format, err := cloneDisk(t.Context(), small, "qcow2", dir, "root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if format != "qcow2" || filepath.Dir(path) != dir {
+		t.Fatalf("small disk: %s (%s), want a qcow2 copy in %s", path, format, dir)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil || !bytes.Equal(got, bytes.Repeat([]byte("layer"), 1000)) {
+		t.Fatalf("copy differs: %v", err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("copy mode %v, want 0600", fi.Mode().Perm())
+	}
+	// A second clone replaces, never appends to, a leftover file.
+	if _, _, err := cloneDisk(t.Context(), small, "qcow2", dir, "root"); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 5000 {
+		t.Fatalf("recloned size %d", fi.Size())
+	}
+
+	// A big saved disk gets an overlay (or, without qemu-img, a sparse copy).
+	big := filepath.Join(saved, "disk-data.raw")
+	if err := writeSparse(big, copyDiskLimit+1); err != nil {
+		t.Fatal(err)
+	}
+	path, format, err = cloneDisk(t.Context(), big, "raw", dir, "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, lerr := exec.LookPath("qemu-img"); lerr == nil {
+		if backing, err := qcow2Backing(path); format != "qcow2" || err != nil || backing != big {
+			t.Fatalf("big disk: %s (%s), backing %q, %v; want a qcow2 overlay over %s", path, format, backing, err, big)
+		}
+	} else if format != "raw" {
+		t.Fatalf("big disk without qemu-img: format %s", format)
+	}
 }

@@ -199,7 +199,9 @@ func resolveDisks(ctx context.Context, spec backend.Spec) ([]backend.Disk, error
 // waitRunning returns once QMP answers query-status, or fails with the tail
 // of QEMU's log when QEMU or the supervisor exits first.
 func (h *Handle) waitRunning(ctx context.Context) error {
-	tick := time.NewTicker(25 * time.Millisecond)
+	// Polled often: QEMU answers within tens of milliseconds, and a restore
+	// waits for nothing else.
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	sawSupervisor := false
 	for {

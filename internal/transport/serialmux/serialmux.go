@@ -10,14 +10,17 @@
 // session. So before yamux starts, the ends run a three-way handshake of text
 // lines that stale bytes cannot fake:
 //
-//	host  → "MVM-SYNC <nonce>"  every 250 ms with a fresh nonce until acknowledged
+//	host  → "MVM-SYNC <nonce>"  repeated with a fresh nonce until acknowledged
+//	                            (every 25 ms for the first second, then 250 ms)
 //	guest → "MVM-ACK <nonce>"   for the first SYNC it sees
 //	host  → "MVM-GO <nonce>"    for the first ACK of a nonce it sent
 //
 // The guest ignores further SYNCs between its ACK and the GO (they were
 // already queued), and both ends start yamux on the byte after the GO line
 // (guest) or the ACK line (host). Resending SYNC keeps resync after a restore
-// fast without the guest having to announce itself.
+// fast without the guest having to announce itself: a restored guest's old
+// session swallows the first SYNC, and it is ready for another within tens
+// of milliseconds, hence the quick resends at first.
 package serialmux
 
 import (
@@ -37,8 +40,12 @@ const (
 	ackPrefix  = "MVM-ACK "
 	goPrefix   = "MVM-GO "
 	maxLine    = 64
-	// syncResend is how often the host repeats SYNC while unanswered.
+	// syncResend is how often the host repeats SYNC while unanswered, after
+	// fastWindow of repeating it every fastResend. Few SYNCs pile up while a
+	// guest boots, yet a restored one is answered without a long wait.
 	syncResend = 250 * time.Millisecond
+	fastResend = 25 * time.Millisecond
+	fastWindow = time.Second
 	// ackedTimeout is how long a guest that sent ACK waits for GO before it
 	// answers a newer SYNC instead (the host that got the ACK went away).
 	ackedTimeout = time.Second
@@ -132,16 +139,18 @@ func HostSync(rw io.ReadWriter) error {
 	if err := sendSync(); err != nil {
 		return err
 	}
-	tick := time.NewTicker(syncResend)
-	defer tick.Stop()
+	began := time.Now()
+	resend := time.NewTimer(resendAfter(0))
+	defer resend.Stop()
 	for {
 		select {
 		case err := <-l.err:
 			return fmt.Errorf("serial sync: wait for guest: %w", err)
-		case <-tick.C:
+		case <-resend.C:
 			if err := sendSync(); err != nil {
 				return err
 			}
+			resend.Reset(resendAfter(time.Since(began)))
 		case line := <-l.c:
 			n, ok := strings.CutPrefix(line, ackPrefix)
 			if !ok || !sent[n] {
@@ -155,6 +164,14 @@ func HostSync(rw io.ReadWriter) error {
 			return nil
 		}
 	}
+}
+
+// resendAfter is the pause before the next SYNC, elapsed into the handshake.
+func resendAfter(elapsed time.Duration) time.Duration {
+	if elapsed < fastWindow {
+		return fastResend
+	}
+	return syncResend
 }
 
 // GuestSync runs the guest side of the handshake.

@@ -110,6 +110,54 @@ func TestSyncWhenGuestArrivesLate(t *testing.T) {
 	}
 }
 
+// TestResyncIsQuickAfterRestore plays a restored guest: its old session eats
+// whatever SYNCs arrive first, then it starts listening afresh. The host's
+// quick resends must answer it long before the steady resend interval.
+func TestResyncIsQuickAfterRestore(t *testing.T) {
+	host, guest := pipePair(t)
+	done := make(chan error, 1)
+	go func() { done <- HostSync(host) }()
+	const drain = 60 * time.Millisecond
+	guest.SetReadDeadline(time.Now().Add(drain))
+	ate, _ := io.Copy(io.Discard, guest)
+	guest.SetReadDeadline(time.Time{})
+	if ate == 0 {
+		t.Fatal("the host sent no SYNC while the old session listened")
+	}
+	began := time.Now()
+	if err := GuestSync(guest); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(began); took > syncResend/2 {
+		t.Fatalf("fresh guest waited %v for a SYNC; quick resends should answer within %v", took, fastResend)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("host never completed the handshake")
+	}
+}
+
+func TestResendAfter(t *testing.T) {
+	tests := []struct {
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{0, fastResend},
+		{fastWindow - time.Millisecond, fastResend},
+		{fastWindow, syncResend},
+		{time.Minute, syncResend},
+	}
+	for _, tt := range tests {
+		if got := resendAfter(tt.elapsed); got != tt.want {
+			t.Errorf("resendAfter(%v) = %v, want %v", tt.elapsed, got, tt.want)
+		}
+	}
+}
+
 func FuzzGuestSync(f *testing.F) {
 	f.Add([]byte("MVM-SYNC 0123456789abcdef\n"))
 	f.Add([]byte("junk\nMVM-SYNC 0123\nMVM-SYNC 0123456789abcdef\n"))

@@ -1,0 +1,55 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newDiffCommand(g *globals) *cobra.Command {
+	var long bool
+	cmd := &cobra.Command{
+		Use:   "diff NAME",
+		Short: "Show files changed in a VM since it booted from its image",
+		Long: `Compare the VM's filesystem, listed by its guest agent, with the image it
+booted from, and print one line per change like docker diff:
+
+  A  added     C  changed     D  deleted
+
+A directory that gained or lost an entry is changed; a deleted directory
+hides what it held. Files written in the VM are compared by content
+(sha256, up to 16 MiB), others by size and modification time. /proc, /sys,
+/dev, /run, /tmp and /mnt/config are not compared. The first diff of an
+image reads its root filesystem with debugfs (e2fsprogs) and caches it.`,
+		Example:           "  mvmctl diff web\n  mvmctl diff web --json",
+		ValidArgsFunction: completeVMNames(g),
+		Args:              exactArgs(1, "exactly one VM name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			rep, err := m.Diff(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(g.stdout, rep)
+			}
+			for _, c := range rep.Changes {
+				if long && len(c.What) > 0 {
+					fmt.Fprintf(g.stdout, "%s %s (%s)\n", c.Kind, c.Path, strings.Join(c.What, ", "))
+					continue
+				}
+				fmt.Fprintf(g.stdout, "%s %s\n", c.Kind, c.Path)
+			}
+			for _, u := range rep.Unreadable {
+				fmt.Fprintf(g.stderr, "warning: not compared: %s\n", u)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&long, "long", "l", false, "say what changed (content, mode, owner, type, link, entries)")
+	return cmd
+}
