@@ -68,3 +68,20 @@ func WriteConfigDrive(ctx context.Context, path string, cfg *guestcfg.Config) er
 	}
 	return nil
 }
+
+// WriteConfigPlaceholder writes an empty, sparse disk of the config drive's
+// size. A VM restored from a snapshot needs a disk in the config drive's
+// slot (the machine must match the saved one) but never reads it: its guest
+// consumed its config before the snapshot and learns its new identity
+// through the agent's post-restore call. Skipping mkfs keeps restores fast.
+func WriteConfigPlaceholder(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("config placeholder: %w", err)
+	}
+	if err := f.Truncate(configDriveSize); err != nil {
+		f.Close()
+		return fmt.Errorf("config placeholder: %w", err)
+	}
+	return f.Close()
+}

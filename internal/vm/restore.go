@@ -70,9 +70,11 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	if err := copyGuestPin(s.Dir, rec.Dir); err != nil {
 		return m.fail(rec, fmt.Errorf("snapshot %s: %w", s.Name, err))
 	}
+	// The clone's guest never reads a config drive (its identity comes by
+	// post-restore below); `start` after a stop writes a real one.
 	cfgPath := filepath.Join(rec.Dir, configDriveFile)
-	if err := image.WriteConfigDrive(ctx, cfgPath, guestConfig(rec, be)); err != nil {
-		return m.fail(rec, fmt.Errorf("write config drive: %w", err))
+	if err := image.WriteConfigPlaceholder(cfgPath); err != nil {
+		return m.fail(rec, err)
 	}
 	rec.State = string(backend.StateStarting)
 	if err := m.Store.Put(rec); err != nil {

@@ -193,8 +193,10 @@ func serveSerial(ctx context.Context, srv *server.Server, name string, log *slog
 		sess.Close()
 		stop()
 		f.Close()
+		// Re-sync at once: after a snapshot restore the host is already
+		// sending SYNC, and every millisecond here is restore latency. With
+		// no host, the next sync fails fast and the loop pauses above.
 		log.Info("host session ended", "port", name, "err", err)
-		sleepCtx(ctx, retryPause)
 	}
 	return ctx.Err()
 }
