@@ -65,7 +65,7 @@ type CacheInfo struct {
 // InspectCache lists the image cache without changing it. A missing cache is
 // empty, not an error.
 func InspectCache(cacheDir string) (*CacheInfo, error) {
-	info := &CacheInfo{Dir: cacheDir}
+	info := &CacheInfo{Dir: cacheDir, Items: []CacheItem{}, Kinds: []CacheKindTotal{}}
 	links := byNameLinks(cacheDir)
 	refs := newInputRefs(cacheDir)
 	ents, err := os.ReadDir(cacheDir)

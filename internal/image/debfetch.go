@@ -238,6 +238,12 @@ func aptDownload(ctx context.Context, dir, final string, p *debPackage) error {
 	if err := os.Chmod(got[0], 0o644); err != nil {
 		return err
 	}
+	// apt may date the file from the server; cache prune reads the mtime
+	// as the time of download.
+	now := time.Now()
+	if err := os.Chtimes(got[0], now, now); err != nil {
+		return err
+	}
 	return os.Rename(got[0], final)
 }
 
