@@ -119,6 +119,37 @@ func testLifecycle(t *testing.T, be string) {
 			t.Fatalf("snapshot on docker: %s", r)
 		}
 	}
+	// health reports every readiness stage done; inspect shows the record
+	// and which precedence level supplied each resource.
+	var health struct {
+		Ready  bool `json:"ready"`
+		Stages []struct {
+			Name string `json:"name"`
+			Done bool   `json:"done"`
+		} `json:"stages"`
+	}
+	hr := must(t, time.Minute, "health", name, "--json")
+	if err := json.Unmarshal([]byte(hr.stdout), &health); err != nil || !health.Ready || len(health.Stages) < 5 {
+		t.Fatalf("health --json: %v\n%s", err, hr)
+	}
+	for _, st := range health.Stages {
+		if !st.Done {
+			t.Errorf("stage %s not done on a ready VM", st.Name)
+		}
+	}
+	var insp struct {
+		Record struct {
+			Name    string            `json:"name"`
+			Backend string            `json:"backend"`
+			Sources map[string]string `json:"sources"`
+		} `json:"record"`
+	}
+	ins := must(t, time.Minute, "inspect", name)
+	if err := json.Unmarshal([]byte(ins.stdout), &insp); err != nil || insp.Record.Name != name || insp.Record.Backend != be ||
+		insp.Record.Sources["memory_mib"] != "flag" || insp.Record.Sources["backend"] != "flag" {
+		t.Fatalf("inspect: %v\n%s", err, ins)
+	}
+
 	// pause/resume: a paused VM does not answer; a resumed one does.
 	must(t, time.Minute, "pause", name)
 	if st := ls(t, true)[name].State; st != "paused" {
