@@ -36,7 +36,7 @@ type bootstrapKey struct {
 
 func (k bootstrapKey) hex() string {
 	h := sha256.New()
-	fmt.Fprintf(h, "mvm-bootstrap/1\nvariant=minbase\nsuite=%s\narch=%s\npackages=%s\n",
+	fmt.Fprintf(h, "mvm-bootstrap/2\nvariant=minbase\nsuite=%s\narch=%s\npackages=%s\n",
 		k.Suite, k.Arch, strings.Join(k.Packages, ","))
 	return hex.EncodeToString(h.Sum(nil))
 }
@@ -63,6 +63,24 @@ var dpkgExcludes = []string{
 	"path-include=/usr/share/locale/locale.alias",
 	"path-exclude=/usr/share/lintian/*",
 }
+
+// bootstrapHook runs in the finished chroot ($1) before mmdebstrap packs
+// it. mmdebstrap copies the build host's /etc/resolv.conf and /etc/hostname
+// into the chroot so maintainer scripts can resolve names, and leaves both in
+// the tarball: the host's name servers and name would make the base differ
+// from host to host (and leak them into every guest). The hostname is the
+// minimal image's placeholder; the agent sets the VM's name at boot. Nothing
+// configures DNS in a guest yet, so no resolv.conf is better than the
+// builder's. SOURCE_DATE_EPOCH makes mmdebstrap itself clamp mtimes and drop
+// machine-id, ldconfig's aux-cache and the apt/dpkg logs.
+// The hook refuses to run unless $1 is a directory other than /, so a
+// quoting mistake can never reach the build host's own files.
+const bootstrapHook = `set -e
+case "$1" in ""|/) echo "mvm bootstrap hook: bad chroot path '$1'" >&2; exit 1;; esac
+test -d "$1/etc"
+rm -f "$1/etc/resolv.conf" "$1/etc/hostname"
+printf 'mvm\n' >"$1/etc/hostname"
+chmod 0644 "$1/etc/hostname"`
 
 // ensureBootstrap returns the cached base tarball for k, running mmdebstrap
 // once when it is missing.
@@ -100,6 +118,7 @@ func ensureBootstrap(ctx context.Context, dir string, k bootstrapKey) (*bootstra
 		"--architectures=" + k.Arch,
 		`--aptopt=Acquire::Languages "none"`,
 		`--aptopt=APT::Install-Recommends "false"`,
+		"--customize-hook=" + bootstrapHook,
 	}
 	if len(k.Packages) > 0 {
 		argv = append(argv, "--include="+strings.Join(k.Packages, ","))

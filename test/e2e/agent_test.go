@@ -91,7 +91,8 @@ func testAgent(t *testing.T, be string) {
 		}
 		defer tty.Close()
 		var out safeBuf
-		go func() { _, _ = io.Copy(&out, tty) }()
+		copied := make(chan struct{})
+		go func() { _, _ = io.Copy(&out, tty); close(copied) }()
 		_, _ = io.WriteString(tty, "echo h''i\r")
 		waitUntil(t, 30*time.Second, "hi from the console", func() bool { return strings.Contains(out.String(), "hi\r\n") })
 		if r := mvm(t, time.Minute, "", "console", vm); r.code == 0 || !strings.Contains(r.stderr, "console busy") {
@@ -110,6 +111,13 @@ func testAgent(t *testing.T, be string) {
 		err = cmd.Wait()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
 			t.Fatalf("console exit: %v\n%q", err, out.String())
+		}
+		// The client has exited; its last output may still sit in the pty
+		// until the reader drains it (EOF/EIO once the client side closed).
+		select {
+		case <-copied:
+		case <-time.After(10 * time.Second):
+			t.Fatal("console output never reached EOF")
 		}
 		if !strings.Contains(out.String(), "30 100") {
 			t.Errorf("terminal size not passed on: %q", out.String())
