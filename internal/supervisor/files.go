@@ -24,6 +24,13 @@ type Config struct {
 	QMPSocket  string   `json:"qmp_socket"`  // used to ask QEMU to quit
 	SerialSock string   `json:"serial_sock"` // chardev socket of the agent port; empty: no relay
 	AgentSock  string   `json:"agent_sock"`  // where host connections are accepted
+	// ConsoleSock is the VMM's guest console chardev (a unix socket server
+	// that waits for us before the guest runs); its output is copied into
+	// ConsoleLog, rotated at ConsoleMax bytes (0: DefaultConsoleMax) with one
+	// old generation kept. Empty: the VMM handles the console itself.
+	ConsoleSock string `json:"console_sock,omitempty"`
+	ConsoleLog  string `json:"console_log,omitempty"`
+	ConsoleMax  int64  `json:"console_max,omitempty"`
 	// Remove lists files the VMM alone uses (its guest RAM file), deleted
 	// once it has exited so a stopped VM does not keep them on disk.
 	Remove []string `json:"remove,omitempty"`

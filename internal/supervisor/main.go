@@ -80,6 +80,7 @@ func run(dir string, log *slog.Logger) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	consoleDone := startConsole(cfg, ctx, log)
 	if cfg.SerialSock != "" {
 		r := &relay{serial: cfg.SerialSock, agent: cfg.AgentSock, log: log}
 		if err := r.listen(); err != nil {
@@ -99,18 +100,58 @@ func run(dir string, log *slog.Logger) error {
 		werr = stopVMM(cfg, pids.VMM, waited, log)
 	}
 	cancel()
+	consoleDone()
 	ex := exitOf(vmm.ProcessState, werr)
 	log.Info("vmm exited", "code", ex.Code, "signal", ex.Signal)
 	if cfg.AgentSock != "" {
 		os.Remove(cfg.AgentSock)
 	}
-	for _, s := range append([]string{cfg.SerialSock, cfg.QMPSocket}, cfg.Remove...) {
+	for _, s := range append([]string{cfg.SerialSock, cfg.QMPSocket, cfg.ConsoleSock}, cfg.Remove...) {
 		if s != "" {
 			os.Remove(s)
 		}
 	}
 	return writeJSON(filepath.Join(dir, ExitFile), ex)
 }
+
+// startConsole starts copying the guest console into its rotated log. The
+// returned func, called once the VMM has exited (vmmGone done), waits a
+// bounded time for the last output to be written.
+func startConsole(cfg Config, vmmGone context.Context, log *slog.Logger) func() {
+	if cfg.ConsoleSock == "" || cfg.ConsoleLog == "" {
+		return func() {}
+	}
+	out, err := OpenRotator(cfg.ConsoleLog, cfg.ConsoleMax, true)
+	if err != nil {
+		// QEMU still waits for a client on the socket: connect and discard
+		// rather than leave the guest unstarted.
+		log.Error("console log unavailable; discarding console output", "err", err)
+		out = nil
+	}
+	c := &console{sock: cfg.ConsoleSock, log: log}
+	if out != nil {
+		c.out = out
+	} else {
+		c.out = discard{}
+	}
+	hard, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.run(vmmGone, hard)
+	}()
+	return func() {
+		t := time.AfterFunc(consoleDrain, stop)
+		<-done
+		t.Stop()
+		stop()
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+func (discard) Close() error                { return nil }
 
 func startVMM(cfg Config) (*exec.Cmd, error) {
 	out, err := os.OpenFile(cfg.VMMLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)

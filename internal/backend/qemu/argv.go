@@ -37,24 +37,28 @@ var arches = map[string]arch{
 
 // launch is everything the argv depends on, resolved by Start.
 type launch struct {
-	Arch       string // GOARCH of the guest (= host)
-	Binary     string // overrides the arch's binary when set
-	Name       string
-	KVM        bool
-	ACPI       bool
-	TSCKHz     int // passed as tsc_early_khz under TCG: PIT calibration is flaky there
-	Kernel     string
-	Initrd     string
-	Cmdline    string
-	CPUs       int
-	MemoryMiB  int
-	Disks      []backend.Disk // resolved: root overlay first, config drive last
-	SerialLog  string
-	QMPSock    string
-	PidFile    string
-	Transport  string // guestcfg.TransportSerial or TransportVsock
-	SerialSock string
-	CID        uint32
+	Arch      string // GOARCH of the guest (= host)
+	Binary    string // overrides the arch's binary when set
+	Name      string
+	KVM       bool
+	ACPI      bool
+	TSCKHz    int // passed as tsc_early_khz under TCG: PIT calibration is flaky there
+	Kernel    string
+	Initrd    string
+	Cmdline   string
+	CPUs      int
+	MemoryMiB int
+	Disks     []backend.Disk // resolved: root overlay first, config drive last
+	SerialLog string         // guest console log, written by the supervisor
+	// ConsoleSock is the console chardev socket the supervisor reads
+	// SerialLog's content from. Empty with SerialLog set (launches recorded
+	// before the supervisor rotated the log): QEMU writes SerialLog itself.
+	ConsoleSock string `json:",omitempty"`
+	QMPSock     string
+	PidFile     string
+	Transport   string // guestcfg.TransportSerial or TransportVsock
+	SerialSock  string
+	CID         uint32
 	// MemPath is a file holding guest RAM (memory-backend-file); empty for
 	// anonymous RAM, which is what VMs started before it had. A source VM
 	// maps its own file shared, so a snapshot can copy RAM from the file and
@@ -127,7 +131,16 @@ func buildArgv(l launch) ([]string, error) {
 		argv = append(argv, "-initrd", l.Initrd)
 	}
 	argv = append(argv, "-append", kernelCmdline(l, a))
-	if l.SerialLog != "" {
+	switch {
+	case l.SerialLog != "" && l.ConsoleSock != "":
+		// wait=on: QEMU waits for the supervisor to connect before it runs
+		// the guest, so no boot output is lost (with wait=off a socket
+		// chardev drops output while no client is connected). A socket,
+		// not a FIFO: QEMU opens FIFOs read-write, so a pipe buffers 64 KiB
+		// with nobody reading and needs two FIFOs to keep QEMU from reading
+		// its own output back as console input.
+		argv = append(argv, "-chardev", "socket,id=console,path="+esc(l.ConsoleSock)+",server=on,wait=on", "-serial", "chardev:console")
+	case l.SerialLog != "":
 		argv = append(argv, "-chardev", "file,id=console,path="+esc(l.SerialLog), "-serial", "chardev:console")
 	}
 	argv = append(argv,

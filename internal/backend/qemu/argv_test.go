@@ -18,7 +18,8 @@ func baseLaunch() launch {
 			{ID: "root", Path: "/vm/root.qcow2", Format: "qcow2"},
 			{ID: "config", Path: "/vm/config.img", Format: "raw", ReadOnly: true},
 		},
-		SerialLog: "/vm/serial.log", QMPSock: "/vm/qmp.sock", PidFile: "/vm/qemu.pid",
+		SerialLog: "/vm/serial.log", ConsoleSock: "/vm/console.sock",
+		QMPSock: "/vm/qmp.sock", PidFile: "/vm/qemu.pid",
 		Transport: guestcfg.TransportSerial, SerialSock: "/vm/serial-agent.sock",
 	}
 }
@@ -63,13 +64,25 @@ func TestBuildArgv(t *testing.T) {
 					"virtio-rng-device",
 				},
 				"-chardev": {
-					"file,id=console,path=/vm/serial.log",
+					"socket,id=console,path=/vm/console.sock,server=on,wait=on",
 					"socket,id=agent,path=/vm/serial-agent.sock,server=on,wait=off",
 				},
 				"-serial":  {"chardev:console"},
 				"-pidfile": {"/vm/qemu.pid"},
 			},
-			absent: []string{"vsock", "-object", "memory-backend"},
+			absent: []string{"vsock", "-object", "memory-backend", "serial.log"},
+		},
+		{
+			name: "console written by QEMU (launches recorded before rotation)",
+			mod:  func(l *launch) { l.ConsoleSock = "" },
+			want: map[string][]string{
+				"-chardev": {
+					"file,id=console,path=/vm/serial.log",
+					"socket,id=agent,path=/vm/serial-agent.sock,server=on,wait=off",
+				},
+				"-serial": {"chardev:console"},
+			},
+			absent: []string{"console.sock"},
 		},
 		{
 			name: "kvm vsock",
@@ -104,7 +117,7 @@ func TestBuildArgv(t *testing.T) {
 			want: map[string][]string{
 				"-M": {"microvm,x-option-roms=off,isa-serial=on,acpi=off"},
 			},
-			absent: []string{"-initrd", "-serial", "file,id=console", "chardev:console"},
+			absent: []string{"-initrd", "-serial", "id=console", "chardev:console"},
 		},
 		{
 			name: "arm64 uses virt",

@@ -10,7 +10,7 @@ import (
 // sockets, pid file, incoming stream) and does not shape the machine.
 var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, "-incoming": true}
 
-// perVMKeys are option keys inside -chardev, -drive, -device and -object
+// perVMKeys are option keys inside -drive, -device and -object
 // values that may differ between a saved VM and its clones: backing paths,
 // the vsock CID, and how the RAM file is mapped (a source maps its own file
 // shared, a clone the snapshot's file private; neither is in the stream).
@@ -18,7 +18,7 @@ var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, 
 var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true, "mem-path": true, "share": true}
 
 // blankedFlags take an option string whose perVMKeys are blanked.
-var blankedFlags = map[string]bool{"-chardev": true, "-drive": true, "-device": true, "-object": true}
+var blankedFlags = map[string]bool{"-drive": true, "-device": true, "-object": true}
 
 // machineArgs reduces a QEMU argv to what a migration stream depends on, by
 // dropping per-VM flags and blanking per-VM option values.
@@ -35,6 +35,11 @@ func machineArgs(argv []string) []string {
 			continue
 		}
 		out = append(out, a)
+		if a == "-chardev" && i+1 < len(argv) {
+			i++
+			out = append(out, chardevID(argv[i]))
+			continue
+		}
 		if blankedFlags[a] && i+1 < len(argv) {
 			i++
 			out = append(out, blankKeys(argv[i]))
@@ -69,4 +74,18 @@ func sameMachine(saved, restore []string) error {
 		}
 	}
 	return fmt.Errorf("snapshot has %d machine arguments, restore would use %d", len(x), len(y))
+}
+
+// chardevID reduces a -chardev option string to its id. A character device
+// backend lives on the host only and never enters the migration stream (the
+// device in front of it does), so its type and options do not shape the
+// machine: a snapshot of a VM whose console QEMU wrote to a file restores
+// into one whose console is the supervisor's socket.
+func chardevID(opts string) string {
+	for _, p := range strings.Split(strings.ReplaceAll(opts, ",,", "\x00"), ",") {
+		if v, ok := strings.CutPrefix(p, "id="); ok {
+			return "id=" + strings.ReplaceAll(v, "\x00", ",,")
+		}
+	}
+	return opts
 }

@@ -75,7 +75,7 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 	dir := spec.Dir
 	l.Name, l.SerialLog = spec.Name, spec.SerialLog
 	l.QMPSock, l.PidFile = filepath.Join(dir, qmpSock), filepath.Join(dir, qemuPid)
-	l.SerialSock = filepath.Join(dir, serialSock)
+	l.SerialSock, l.ConsoleSock = filepath.Join(dir, serialSock), filepath.Join(dir, consoleSock)
 	if l.Transport == guestcfg.TransportVsock {
 		if !vsockUsable(ctx) {
 			return nil, fmt.Errorf("snapshot uses vsock, but %s is not usable here", vhostVsock)

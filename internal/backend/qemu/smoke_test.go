@@ -150,7 +150,7 @@ func TestSmokeRealQEMU(t *testing.T) {
 	if st, _ := h2.State(ctx); st != backend.StateStopped {
 		t.Fatalf("after stop: %s", st)
 	}
-	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock} {
+	for _, f := range []string{qmpSock, serialSock, consoleSock, supervisor.AgentSock} {
 		if _, err := os.Stat(filepath.Join(vmDir, f)); err == nil {
 			t.Errorf("%s left behind", f)
 		}

@@ -118,7 +118,7 @@ func TestSameMachine(t *testing.T) {
 	clone := func(mod func(*launch)) []string {
 		l := baseLaunch()
 		l.Name, l.QMPSock, l.PidFile = "clone,1", "/other/q.sock", "/other/pid"
-		l.SerialLog, l.SerialSock = "/other/serial,log", "/other/a.sock"
+		l.SerialLog, l.SerialSock, l.ConsoleSock = "/other/serial,log", "/other/a.sock", "/other/c,.sock"
 		l.Disks = []backend.Disk{
 			{ID: "root", Path: "/other/root.qcow2", Format: "qcow2"},
 			{ID: "config", Path: "/other/config.img", Format: "raw", ReadOnly: true},
@@ -150,6 +150,9 @@ func TestSameMachine(t *testing.T) {
 		{"missing disk", func(l *launch) { l.Disks = l.Disks[:1] }, false},
 		{"transport", func(l *launch) { l.Transport, l.CID = guestcfg.TransportVsock, 5 }, false},
 		{"RAM file appears", func(l *launch) { l.MemPath = "/snap/mem" }, false},
+		// The console's backend is host-side; the device in front is not.
+		{"console written by QEMU", func(l *launch) { l.ConsoleSock = "" }, true},
+		{"no console", func(l *launch) { l.SerialLog = "" }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -285,6 +288,42 @@ func TestRestoreMemory(t *testing.T) {
 				t.Fatalf("got %q share=%v, %v; want %q share=%v", path, share, err, tt.wantPath, tt.wantShare)
 			}
 		})
+	}
+}
+
+// TestRestoreFileConsoleSnapshot: a snapshot of a VM whose console QEMU
+// wrote to serial.log itself restores into one whose console the supervisor
+// reads from a socket; a renamed console chardev is a different machine.
+func TestRestoreFileConsoleSnapshot(t *testing.T) {
+	src := baseLaunch()
+	src.ConsoleSock = ""
+	saved, _ := buildArgv(src)
+	if !slices.Contains(saved, "file,id=console,path=/vm/serial.log") {
+		t.Fatalf("source argv has no file console: %q", saved)
+	}
+	m := testManifest()
+	m.SourceArgv = saved
+	l := m.launchFrom()
+	l.MemPath, l.MemShare = "/snap/mem", false
+	l.Disks = src.Disks
+	l.QMPSock, l.PidFile, l.SerialLog, l.SerialSock, l.ConsoleSock = "/c/q", "/c/p", "/c/serial.log", "/c/a", "/c/console.sock"
+	clone, err := buildArgv(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(clone, "socket,id=console,path=/c/console.sock,server=on,wait=on") {
+		t.Fatalf("clone argv has no console socket: %q", clone)
+	}
+	src.MemPath, src.MemShare = "/vm/mem", true
+	saved, _ = buildArgv(src)
+	if err := sameMachine(saved, clone); err != nil {
+		t.Fatal(err)
+	}
+	for i := range clone {
+		clone[i] = strings.ReplaceAll(clone[i], "id=console,", "id=tty,")
+	}
+	if err := sameMachine(saved, clone); err == nil {
+		t.Fatal("a renamed console chardev must count")
 	}
 }
 

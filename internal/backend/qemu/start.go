@@ -56,8 +56,8 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		Arch: runtime.GOARCH, Name: spec.Name, KVM: kvm, ACPI: true,
 		Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
 		CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Disks: disks,
-		SerialLog: spec.SerialLog,
-		QMPSock:   filepath.Join(dir, qmpSock), PidFile: filepath.Join(dir, qemuPid),
+		SerialLog: spec.SerialLog, ConsoleSock: filepath.Join(dir, consoleSock),
+		QMPSock: filepath.Join(dir, qmpSock), PidFile: filepath.Join(dir, qemuPid),
 		Transport: guestcfg.TransportSerial, SerialSock: filepath.Join(dir, serialSock),
 		// RAM in a file of the VM's own, mapped shared: a snapshot then
 		// copies the file instead of streaming RAM through QEMU.
@@ -103,7 +103,7 @@ func prepareDir(dir string) error {
 	if vmRunning(dir) {
 		return fmt.Errorf("a VM is already running in %s", dir)
 	}
-	for _, f := range []string{qmpSock, serialSock, supervisor.AgentSock, qemuPid, memFile} {
+	for _, f := range []string{qmpSock, serialSock, consoleSock, supervisor.AgentSock, qemuPid, memFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
 	if p := filepath.Join(dir, serialSock); len(p) > maxSockPath {
@@ -126,6 +126,9 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	if rec.Transport == guestcfg.TransportSerial {
 		cfg.SerialSock = filepath.Join(dir, serialSock)
 		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
+	}
+	if l := rec.Launch; l != nil && l.SerialLog != "" && l.ConsoleSock != "" {
+		cfg.ConsoleSock, cfg.ConsoleLog = l.ConsoleSock, l.SerialLog
 	}
 	// Guest RAM is worthless once QEMU exits (a cold start makes a fresh
 	// file); only a VM's own file, never a snapshot's it maps private.

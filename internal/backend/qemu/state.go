@@ -7,9 +7,12 @@ const (
 	stateFile  = backend.RecordFile
 	qmpSock    = "qmp.sock"
 	serialSock = "serial-agent.sock" // QEMU's chardev for the agent port
-	qemuLog    = "qemu.log"
-	qemuPid    = "qemu.pid"
-	memFile    = "mem" // guest RAM of a VM started here (memory-backend-file)
+	// consoleSock is QEMU's chardev for the guest console; the supervisor
+	// copies it into the VM's serial log, rotating it.
+	consoleSock = "console.sock"
+	qemuLog     = "qemu.log"
+	qemuPid     = "qemu.pid"
+	memFile     = "mem" // guest RAM of a VM started here (memory-backend-file)
 )
 
 // record is what a fresh process needs to rebuild a Handle from the VM dir.
