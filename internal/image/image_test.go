@@ -24,7 +24,7 @@ func needBuildTools(t *testing.T) string {
 	t.Helper()
 	da, err := debArch(runtime.GOARCH)
 	if err != nil {
-		t.Skip(err)
+		t.Skipf("needs a host architecture with a Debian kernel flavour: %v", err)
 	}
 	if _, err := findKernel(da); err != nil {
 		t.Skipf("needs an installed Debian kernel: %v", err)

@@ -57,7 +57,7 @@ func waitFor(t *testing.T, what string, d time.Duration, ok func() bool) {
 // and the serial log has kernel output.
 func TestSmokeRealQEMU(t *testing.T) {
 	if testing.Short() {
-		t.Skip("boots QEMU")
+		t.Skip("boots QEMU (qemu-system); skipped with -short")
 	}
 	b := &Backend{}
 	if err := b.Available(t.Context()); err != nil {

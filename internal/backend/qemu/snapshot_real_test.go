@@ -117,7 +117,7 @@ func echo(t *testing.T, h backend.Handle, msg string, d time.Duration) (string, 
 // from the saved point (no reboot), runs, and answers through its own relay.
 func TestSnapshotRestoreRealQEMU(t *testing.T) {
 	if testing.Short() {
-		t.Skip("boots QEMU")
+		t.Skip("boots QEMU (qemu-system); skipped with -short")
 	}
 	b := &Backend{}
 	if err := b.Available(t.Context()); err != nil {
