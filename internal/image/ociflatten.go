@@ -27,26 +27,10 @@ const (
 // what this same layer added. Names are confined to the root like any base
 // tarball (stager.untarEntry).
 func (s *stager) applyLayer(ctx context.Context, r io.Reader) error {
-	tr := tar.NewReader(r)
 	added := map[string]bool{} // in-image paths this layer wrote
-	for n := 0; ; n++ {
-		if n%512 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if n > maxTarEntries {
-			return fmt.Errorf("more than %d entries", maxTarEntries)
-		}
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.layerEntry(h, tr, added); err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
-		}
-	}
+	return eachTarEntry(ctx, r, func(h *tar.Header, r io.Reader) error {
+		return s.layerEntry(h, r, added)
+	})
 }
 
 func (s *stager) layerEntry(h *tar.Header, r io.Reader, added map[string]bool) error {

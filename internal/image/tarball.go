@@ -36,6 +36,13 @@ func stageTarball(ctx context.Context, root, tarPath string) (*stager, error) {
 }
 
 func (s *stager) untar(ctx context.Context, r io.Reader) error {
+	return eachTarEntry(ctx, r, s.untarEntry)
+}
+
+// eachTarEntry calls fn for every entry of the tar stream r, checking ctx
+// every 512 entries and refusing streams of more than maxTarEntries. Errors
+// from fn name the entry.
+func eachTarEntry(ctx context.Context, r io.Reader, fn func(*tar.Header, io.Reader) error) error {
 	tr := tar.NewReader(r)
 	for n := 0; ; n++ {
 		if n%512 == 0 && ctx.Err() != nil {
@@ -51,7 +58,7 @@ func (s *stager) untar(ctx context.Context, r io.Reader) error {
 		if err != nil {
 			return err
 		}
-		if err := s.untarEntry(h, tr); err != nil {
+		if err := fn(h, tr); err != nil {
 			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}
