@@ -177,10 +177,7 @@ func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
 	if err != nil {
 		return err
 	}
-	pp := &progressPrinter{w: g.stderr, json: g.json, tty: isTTY(g.stderr)}
-	if g.json {
-		pp.w = g.stdout
-	}
+	pp := newProgress(g)
 	start := time.Now()
 	a, err := image.EnsureRecipe(cmd.Context(), r, image.BuildOptions{
 		CacheDir:  g.dirs.ImagesDir(),

@@ -60,6 +60,16 @@ func (p *progressPrinter) event(e vm.Event) {
 	}
 }
 
+// newProgress returns the printer for g's output mode: JSON lines on stdout
+// with --json, a status line on a terminal stderr, silence otherwise.
+func newProgress(g *globals) *progressPrinter {
+	pp := &progressPrinter{w: g.stderr, json: g.json, tty: isTTY(g.stderr)}
+	if g.json {
+		pp.w = g.stdout
+	}
+	return pp
+}
+
 // done erases the status line.
 func (p *progressPrinter) done() {
 	p.mu.Lock()

@@ -49,10 +49,7 @@ func runStart(cmd *cobra.Command, g *globals, name string, o vm.StartOptions, re
 	if err != nil {
 		return err
 	}
-	pp := &progressPrinter{w: g.stderr, json: g.json, tty: isTTY(g.stderr)}
-	if g.json {
-		pp.w = g.stdout
-	}
+	pp := newProgress(g)
 	o.Progress = pp.event
 	began := time.Now()
 	var rec *store.Record

@@ -46,10 +46,7 @@ shows which one won.`,
 			if err != nil {
 				return err
 			}
-			pp := &progressPrinter{w: g.stderr, json: g.json, tty: isTTY(g.stderr)}
-			if g.json {
-				pp.w = g.stdout
-			}
+			pp := newProgress(g)
 			o.Progress = pp.event
 			start := time.Now()
 			rec, err := m.Up(cmd.Context(), o)
