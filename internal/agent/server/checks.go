@@ -96,23 +96,27 @@ func (s *Server) setCheck(i int, r proto.CheckResult) {
 
 func (s *Server) markChecks() {
 	res := s.checks.snapshot()
-	if len(res) == 0 {
-		return
-	}
-	passing := 0
 	var bad []string
 	for _, r := range res {
-		if r.OK {
-			passing++
-		} else {
+		if !r.OK {
 			bad = append(bad, r.Name+": "+r.Detail)
 		}
 	}
-	if len(bad) == 0 {
-		s.cfg.Stages.Mark(proto.StageHealth, fmt.Sprintf("%d/%d passing", passing, len(res)))
+	s.markSummary(proto.StageHealth, len(res), bad, "passing")
+}
+
+// markSummary completes stage when none of total items is bad, and fails
+// it naming the bad ones otherwise: "2/3 passing; web: exit status 1".
+func (s *Server) markSummary(stage string, total int, bad []string, word string) {
+	if total == 0 {
 		return
 	}
-	s.cfg.Stages.Fail(proto.StageHealth, fmt.Sprintf("%d/%d passing; %s", passing, len(res), strings.Join(bad, "; ")))
+	summary := fmt.Sprintf("%d/%d %s", total-len(bad), total, word)
+	if len(bad) == 0 {
+		s.cfg.Stages.Mark(stage, summary)
+		return
+	}
+	s.cfg.Stages.Fail(stage, summary+"; "+strings.Join(bad, "; "))
 }
 
 // runCheck runs one check to completion or its timeout. Output (stdout and

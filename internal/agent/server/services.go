@@ -62,23 +62,13 @@ func (s *Server) setService(i int, f func(*proto.ServiceStatus)) {
 
 func (s *Server) markServices() {
 	st := s.services.snapshot()
-	if len(st) == 0 {
-		return
-	}
-	running := 0
 	var bad []string
 	for _, x := range st {
-		if x.Running {
-			running++
-		} else {
+		if !x.Running {
 			bad = append(bad, x.Name+": "+x.Detail)
 		}
 	}
-	if len(bad) == 0 {
-		s.cfg.Stages.Mark(proto.StageServices, fmt.Sprintf("%d/%d running", running, len(st)))
-		return
-	}
-	s.cfg.Stages.Fail(proto.StageServices, fmt.Sprintf("%d/%d running; %s", running, len(st), strings.Join(bad, "; ")))
+	s.markSummary(proto.StageServices, len(st), bad, "running")
 }
 
 func (s *Server) superviseService(ctx context.Context, i int, spec ServiceSpec) {
