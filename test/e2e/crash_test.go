@@ -172,8 +172,14 @@ func TestCrashKillProcesses(t *testing.T) {
 			if st.State != "stopped" && st.State != "failed" {
 				t.Fatalf("after kill -9 %s: %+v", victim, st)
 			}
+			// A killed process can take a moment to go (unmapping its RAM
+			// file); it must be gone within a bounded time.
+			gone := time.Now().Add(10 * time.Second)
+			for alive(vmm) && time.Now().Before(gone) {
+				time.Sleep(100 * time.Millisecond)
+			}
 			if alive(vmm) {
-				t.Fatalf("QEMU %d survived its %s's death", vmm, victim)
+				t.Fatalf("QEMU %d survived its %s's death by 10s", vmm, victim)
 			}
 			// exec gives a clear error, not a hang.
 			if r := mvm(t, time.Minute, "", "exec", name, "--", "true"); r.code == 0 || !strings.Contains(r.stderr, "start "+name) {
