@@ -57,7 +57,7 @@ func (s *Store) Create(rec *Record) error {
 	dir := s.Dir(rec.Name)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%w: %q (pick another --name, or remove it with 'mvmctl rm %s')", ErrExists, rec.Name, rec.Name)
+			return fmt.Errorf("%w: %q (pick another --name, or remove it and everything it owns with 'mvmctl rm -f %s')", ErrExists, rec.Name, rec.Name)
 		}
 		return fmt.Errorf("create VM dir: %w", err)
 	}
