@@ -35,8 +35,7 @@ func (s *Server) forward(ctx context.Context, w *wire, args json.RawMessage) err
 		return w.fail(proto.Errorf(proto.CodeDenied, "forward: %q is not a loopback address; only ports on the guest's loopback can be forwarded", host))
 	}
 	addr := net.JoinHostPort(host, strconv.Itoa(int(req.Port)))
-	d := net.Dialer{Timeout: forwardDialTimeout}
-	tcp, err := d.DialContext(ctx, "tcp", addr)
+	tcp, err := s.sys.dial(ctx, addr)
 	if err != nil {
 		code := proto.CodeUnavailable
 		if !errors.Is(err, syscall.ECONNREFUSED) {

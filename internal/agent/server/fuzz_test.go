@@ -45,15 +45,26 @@ func FuzzHandleConn(f *testing.F) {
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"shutdown","args":{"reboot":true}}`)))
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"nope"}`)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"console","args":{"cols":80,"rows":24}}`), fr(proto.TResize, `{"cols":100,"rows":30}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"forward","args":{"port":8080}}`), fr(proto.TData, "GET / HTTP/1.0\r\n\r\n"), fr(proto.TDataEOF, "")))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"copy-in","args":{"path":"/dst"}}`), fr(proto.TData, "not a tar"), fr(proto.TDataEOF, "")))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"copy-out","args":{"path":"/"}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"diff","args":{"root":"/"}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"post-restore","args":{"unix_nano":1,"hostname":"clone","entropy":"AAAA"}}`)))
+	// Nothing a fuzzed request does may reach this machine: programs are
+	// refused, copies and diffs are confined to a temp dir, and post-restore
+	// and forward talk to fakes instead of the clock, hostname and network.
 	s := New(Config{
 		Log:              discardLogger(),
 		HandshakeTimeout: time.Second,
 		Stages:           NewStages(proto.StageKernel),
 		Shutdown:         func(bool) {},
+		CopyRoot:         f.TempDir(),
 	})
 	s.start = func(string, []string, *os.ProcAttr) (*reaper.Process, error) {
 		return nil, errors.New("exec disabled while fuzzing")
 	}
+	s.sys = fakeGuestSys(nil)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		done := make(chan struct{})
 		go func() {

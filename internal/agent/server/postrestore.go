@@ -1,8 +1,10 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"time"
 	"unsafe"
@@ -18,6 +20,32 @@ const (
 	rndReseedCRNG = 0x5207     // _IO('R', 0x07)
 )
 
+// guestSys is what the agent does to the machine beyond its own processes:
+// post-restore's clock, entropy and hostname, and forward's TCP dial. Tests
+// and fuzzing swap in fakes: run on a host, the real calls would change the
+// host's clock and name, or reach its local services.
+type guestSys struct {
+	dial        func(ctx context.Context, addr string) (net.Conn, error)
+	setClock    func(unixNano int64) error
+	addEntropy  func(b []byte) (reseeded bool, err error)
+	setHostname func(name string) error
+	hostname    func() (string, error)
+}
+
+var realGuestSys = guestSys{
+	dial: func(ctx context.Context, addr string) (net.Conn, error) {
+		d := net.Dialer{Timeout: forwardDialTimeout}
+		return d.DialContext(ctx, "tcp", addr)
+	},
+	setClock: func(ns int64) error {
+		tv := unix.NsecToTimeval(ns)
+		return unix.Settimeofday(&tv)
+	},
+	addEntropy:  addEntropy,
+	setHostname: func(name string) error { return unix.Sethostname([]byte(name)) },
+	hostname:    os.Hostname,
+}
+
 // postRestore steps the clock, credits fresh entropy, reseeds the CRNG and
 // sets the hostname, then answers with what it did. A clone must not keep
 // its parent's clock, random state or name.
@@ -29,25 +57,24 @@ func (s *Server) postRestore(w *wire, args json.RawMessage) error {
 	var res proto.PostRestoreResult
 	if req.UnixNano > 0 {
 		before := time.Now()
-		tv := unix.NsecToTimeval(req.UnixNano)
-		if err := unix.Settimeofday(&tv); err != nil {
+		if err := s.sys.setClock(req.UnixNano); err != nil {
 			return w.fail(proto.Errorf(proto.CodeInternal, "set clock: %v", err))
 		}
 		res.ClockStepMS = (req.UnixNano - before.UnixNano()) / 1e6
 	}
 	if len(req.Entropy) > 0 {
-		reseeded, err := addEntropy(req.Entropy)
+		reseeded, err := s.sys.addEntropy(req.Entropy)
 		if err != nil {
 			return w.fail(proto.Errorf(proto.CodeInternal, "add entropy: %v", err))
 		}
 		res.EntropyBytes, res.Reseeded = len(req.Entropy), reseeded
 	}
 	if req.Hostname != "" {
-		if err := unix.Sethostname([]byte(req.Hostname)); err != nil {
+		if err := s.sys.setHostname(req.Hostname); err != nil {
 			return w.fail(proto.Errorf(proto.CodeInternal, "set hostname: %v", err))
 		}
 	}
-	res.Hostname, _ = os.Hostname()
+	res.Hostname, _ = s.sys.hostname()
 	res.AgentUnixNano = time.Now().UnixNano()
 	s.log.Info("post-restore applied", "hostname", res.Hostname, "clock_step_ms", res.ClockStepMS, "entropy", res.EntropyBytes)
 	return respond(w, res)

@@ -71,6 +71,7 @@ type Server struct {
 	consoleBusy atomic.Bool // one console session per VM
 	checks      checkState
 	services    serviceState
+	sys         guestSys // clock, hostname, entropy: the guest's own state
 }
 
 // New returns a Server; it starts nothing until Serve.
@@ -96,7 +97,7 @@ func New(cfg Config) *Server {
 	if cfg.CopyRoot == "" {
 		cfg.CopyRoot = "/"
 	}
-	s := &Server{cfg: cfg, log: cfg.Log}
+	s := &Server{cfg: cfg, log: cfg.Log, sys: realGuestSys}
 	s.start = func(path string, argv []string, attr *os.ProcAttr) (*reaper.Process, error) {
 		r := s.cfg.Reaper
 		if r == nil {
