@@ -11,7 +11,6 @@ case "$arch" in
   arm64) pkgs+=(qemu-system-arm) ;;
   *) echo "setup: unsupported architecture $arch" >&2; exit 1 ;;
 esac
-command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ] || pkgs+=(golang-go)
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -25,3 +24,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 echo "setup: host ready ($(qemu-system-x86_64 --version 2>/dev/null | head -1 || true))"
+
+# Go builds mvmctl; the distro's golang-go is too old for go.mod, so use the
+# toolchain on PATH or in /usr/local/go and say what to do when there is none.
+need=$(sed -n 's/^go \([0-9.]*\).*/\1/p' "$(dirname "$0")/../go.mod")
+GO=$(command -v go || echo /usr/local/go/bin/go)
+if ! [ -x "$GO" ]; then
+  echo "setup: Go $need or newer is needed to build mvm: install it from https://go.dev/dl into /usr/local/go" >&2
+  exit 1
+fi
+have=$("$GO" env GOVERSION | sed 's/^go//')
+if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+  echo "setup: Go $have is older than the $need that go.mod needs: install a newer one from https://go.dev/dl" >&2
+  exit 1
+fi
+echo "setup: Go $have"
