@@ -17,17 +17,10 @@ import (
 // checkOutputTail is how much of a failing check's output its detail keeps.
 const checkOutputTail = 200
 
-// checkState holds the latest result of every image health check.
+// checkState holds the image's health checks and the latest result of each.
 type checkState struct {
-	mu      sync.Mutex
-	specs   []CheckSpec
-	results []proto.CheckResult
-}
-
-func (c *checkState) snapshot() []proto.CheckResult {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]proto.CheckResult(nil), c.results...)
+	statusList[proto.CheckResult]
+	specs []CheckSpec // set once by RunChecks, before any check runs
 }
 
 // RunChecks runs the image's health checks until ctx ends: each on its own
@@ -35,12 +28,13 @@ func (c *checkState) snapshot() []proto.CheckResult {
 // readiness does not wait a whole interval for a service that is just
 // starting. The health-checks stage is done while every latest run passed.
 func (s *Server) RunChecks(ctx context.Context, specs []CheckSpec) {
+	results := make([]proto.CheckResult, len(specs))
+	for i, c := range specs {
+		results[i] = proto.CheckResult{Name: c.Name, Detail: "not run yet"}
+	}
 	s.checks.mu.Lock()
 	s.checks.specs = specs
-	s.checks.results = make([]proto.CheckResult, len(specs))
-	for i, c := range specs {
-		s.checks.results[i] = proto.CheckResult{Name: c.Name, Detail: "not run yet"}
-	}
+	s.checks.items = results
 	s.checks.mu.Unlock()
 	s.markChecks()
 	for i, spec := range specs {
@@ -86,11 +80,7 @@ func (s *Server) runChecksNow(ctx context.Context) {
 }
 
 func (s *Server) setCheck(i int, r proto.CheckResult) {
-	s.checks.mu.Lock()
-	if i < len(s.checks.results) {
-		s.checks.results[i] = r
-	}
-	s.checks.mu.Unlock()
+	s.checks.update(i, func(c *proto.CheckResult) { *c = r })
 	s.markChecks()
 }
 

@@ -70,7 +70,7 @@ type Server struct {
 	start       startFunc
 	consoleBusy atomic.Bool // one console session per VM
 	checks      checkState
-	services    serviceState
+	services    statusList[proto.ServiceStatus]
 	sys         guestSys // clock, hostname, entropy: the guest's own state
 }
 

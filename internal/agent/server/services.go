@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,29 +21,17 @@ const (
 	serviceStableRun  = 10 * time.Second
 )
 
-type serviceState struct {
-	mu     sync.Mutex
-	status []proto.ServiceStatus
-}
-
-func (st *serviceState) snapshot() []proto.ServiceStatus {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return append([]proto.ServiceStatus(nil), st.status...)
-}
-
 // RunServices starts the image's services in order and keeps them running
 // until ctx ends: each is exec'd (no shell) as its user, in its own process
 // group, and started again with backoff when it exits. Output lines go to
 // the agent's log (the VM console). The services stage is done while every
 // service is running.
 func (s *Server) RunServices(ctx context.Context, specs []ServiceSpec) {
-	s.services.mu.Lock()
-	s.services.status = make([]proto.ServiceStatus, len(specs))
+	status := make([]proto.ServiceStatus, len(specs))
 	for i, sp := range specs {
-		s.services.status[i] = proto.ServiceStatus{Name: sp.Name, Detail: "starting"}
+		status[i] = proto.ServiceStatus{Name: sp.Name, Detail: "starting"}
 	}
-	s.services.mu.Unlock()
+	s.services.reset(status)
 	s.markServices()
 	for i, spec := range specs {
 		go s.superviseService(ctx, i, spec)
@@ -52,11 +39,7 @@ func (s *Server) RunServices(ctx context.Context, specs []ServiceSpec) {
 }
 
 func (s *Server) setService(i int, f func(*proto.ServiceStatus)) {
-	s.services.mu.Lock()
-	if i < len(s.services.status) {
-		f(&s.services.status[i])
-	}
-	s.services.mu.Unlock()
+	s.services.update(i, f)
 	s.markServices()
 }
 
