@@ -142,33 +142,23 @@ func InspectCache(cacheDir string) (*CacheInfo, error) {
 }
 
 func bootstrapItems(dir string) []CacheItem {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	var out []CacheItem
-	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		n := e.Name()
-		switch {
-		case strings.HasPrefix(n, ".tmp-"):
-			out = append(out, CacheItem{Kind: KindTemp, Path: p, Bytes: diskUsage(p), MTime: newestMTime(p)})
-		case strings.HasSuffix(n, ".tar"):
-			it := CacheItem{Kind: KindBootstrap, Path: p, Bytes: diskUsage(p), MTime: newestMTime(p)}
-			meta := strings.TrimSuffix(p, ".tar") + ".json"
-			if t, err := loadBootstrap(p, meta); err == nil {
-				it.Name = t.Suite
-				if len(t.Packages) > 0 {
-					it.Name += " +" + strings.Join(t.Packages, ",")
-				}
-				it.Bytes += diskUsage(meta)
-			} else {
-				it.Kind = KindIncomplete
-			}
-			out = append(out, it)
+	return listItems(dir, []string{".tmp-"}, func(e os.DirEntry, it CacheItem) (CacheItem, bool) {
+		if !strings.HasSuffix(e.Name(), ".tar") {
+			return it, false
 		}
-	}
-	return out
+		it.Kind = KindBootstrap
+		meta := strings.TrimSuffix(it.Path, ".tar") + ".json"
+		if t, err := loadBootstrap(it.Path, meta); err == nil {
+			it.Name = t.Suite
+			if len(t.Packages) > 0 {
+				it.Name += " +" + strings.Join(t.Packages, ",")
+			}
+			it.Bytes += diskUsage(meta)
+		} else {
+			it.Kind = KindIncomplete
+		}
+		return it, true
+	})
 }
 
 // byNameLinks maps entry digests (hex) to the by-name links pointing at them.

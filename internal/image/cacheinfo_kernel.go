@@ -7,9 +7,10 @@ import (
 	"strings"
 )
 
-// debItems lists <cache>/debs: kernel packages and download temp dirs. The
-// lock and the apt memo are bookkeeping, not listed.
-func debItems(dir string) []CacheItem {
+// listItems lists dir: each entry whose name starts with one of tempPrefixes
+// is a temp item; every other entry is offered to classify, which returns the
+// item for it, or false to leave it out. A missing dir lists nothing.
+func listItems(dir string, tempPrefixes []string, classify func(e os.DirEntry, it CacheItem) (CacheItem, bool)) []CacheItem {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
@@ -17,40 +18,44 @@ func debItems(dir string) []CacheItem {
 	var out []CacheItem
 	for _, e := range ents {
 		p := filepath.Join(dir, e.Name())
-		n := e.Name()
-		switch {
-		case strings.HasPrefix(n, ".dl-") || strings.HasPrefix(n, ".tmp-"):
-			out = append(out, CacheItem{Kind: KindTemp, Path: p, Bytes: diskUsage(p), MTime: newestMTime(p)})
-		case strings.HasSuffix(n, ".deb") && e.Type().IsRegular():
-			out = append(out, CacheItem{Kind: KindDeb, Path: p, Name: strings.TrimSuffix(n, ".deb"), Bytes: diskUsage(p), MTime: newestMTime(p)})
+		it := CacheItem{Kind: KindTemp, Path: p, Bytes: diskUsage(p), MTime: newestMTime(p)}
+		if slices.ContainsFunc(tempPrefixes, func(pre string) bool { return strings.HasPrefix(e.Name(), pre) }) {
+			out = append(out, it)
+			continue
+		}
+		if it, ok := classify(e, it); ok {
+			out = append(out, it)
 		}
 	}
 	return out
 }
 
+// debItems lists <cache>/debs: kernel packages and download temp dirs. The
+// lock and the apt memo are bookkeeping, not listed.
+func debItems(dir string) []CacheItem {
+	return listItems(dir, []string{".dl-", ".tmp-"}, func(e os.DirEntry, it CacheItem) (CacheItem, bool) {
+		n := e.Name()
+		if !strings.HasSuffix(n, ".deb") || !e.Type().IsRegular() {
+			return it, false
+		}
+		it.Kind, it.Name = KindDeb, strings.TrimSuffix(n, ".deb")
+		return it, true
+	})
+}
+
 // kernelItems lists <cache>/kernels: trees unpacked from kernel packages,
 // named by the .deb's SHA-256, and unpack temp dirs.
 func kernelItems(dir string) []CacheItem {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	var out []CacheItem
-	for _, e := range ents {
-		p := filepath.Join(dir, e.Name())
-		n := e.Name()
-		switch {
-		case strings.HasPrefix(n, ".tmp-"):
-			out = append(out, CacheItem{Kind: KindTemp, Path: p, Bytes: diskUsage(p), MTime: newestMTime(p)})
-		case digestDirRE.MatchString(n) && e.IsDir():
-			it := CacheItem{Kind: KindIncomplete, Path: p, SHA256: n, Bytes: diskUsage(p), MTime: newestMTime(p)}
-			if k, err := loadKernelTree(p); err == nil {
-				it.Kind, it.Name = KindKernel, k.Release
-			}
-			out = append(out, it)
+	return listItems(dir, []string{".tmp-"}, func(e os.DirEntry, it CacheItem) (CacheItem, bool) {
+		if !digestDirRE.MatchString(e.Name()) || !e.IsDir() {
+			return it, false
 		}
-	}
-	return out
+		it.Kind, it.SHA256 = KindIncomplete, e.Name()
+		if k, err := loadKernelTree(it.Path); err == nil {
+			it.Kind, it.Name = KindKernel, k.Release
+		}
+		return it, true
+	})
 }
 
 // inputRefs records which image entries' manifests use which kernel
