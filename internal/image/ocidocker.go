@@ -6,83 +6,40 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/dockerapi"
 )
-
-// dockerAPIVersion is the Engine API version spoken here (Docker 19.03+),
-// as in internal/backend/docker.
-const dockerAPIVersion = "v1.40"
-
-// dockerDefaultSocket is the daemon socket unless DOCKER_HOST names another.
-const dockerDefaultSocket = "/var/run/docker.sock"
 
 // dockerInspectTimeout bounds the small JSON calls; saves carry the
 // caller's context only (a large image takes a while).
 const dockerInspectTimeout = 30 * time.Second
 
-// dockerClient reads images from the local Docker daemon over its unix
-// socket (Engine API). Only what the OCI rootfs source needs.
+// dockerClient reads images from the local Docker daemon through the shared
+// Engine API transport. Only what the OCI rootfs source needs.
 type dockerClient struct {
-	sock string
-	hc   *http.Client
+	api *dockerapi.Client
 }
 
 func newDockerClient() (*dockerClient, error) {
-	sock := dockerDefaultSocket
-	if h := os.Getenv("DOCKER_HOST"); h != "" {
-		if !strings.HasPrefix(h, "unix:///") {
-			return nil, fmt.Errorf("DOCKER_HOST=%s: only unix:///PATH is supported for docker-daemon: images", h)
-		}
-		sock = strings.TrimPrefix(h, "unix://")
+	api, err := dockerapi.New()
+	if err != nil {
+		return nil, fmt.Errorf("docker-daemon: images: %w", err)
 	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConns: 1,
-	}
-	return &dockerClient{sock: sock, hc: &http.Client{Transport: tr}}, nil
+	return &dockerClient{api: api}, nil
 }
 
 // call sends one request and returns the open response for status < 400.
 func (c *dockerClient) call(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, "http://docker/"+dockerAPIVersion+path, body)
-	if err != nil {
-		return nil, err
+	resp, err := c.api.Call(ctx, method, path, nil, body, "")
+	var ae *dockerapi.Error
+	if err != nil && !errors.As(err, &ae) {
+		return nil, fmt.Errorf("%w (is Docker running?)", err)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("docker daemon at %s: %w (is Docker running?)", c.sock, err)
-	}
-	if resp.StatusCode >= 400 {
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var m struct {
-			Message string `json:"message"`
-		}
-		msg := strings.TrimSpace(string(b))
-		if json.Unmarshal(b, &m) == nil && m.Message != "" {
-			msg = m.Message
-		}
-		return nil, &dockerError{Status: resp.StatusCode, Message: msg}
-	}
-	return resp, nil
-}
-
-// dockerError is an error answer from the daemon.
-type dockerError struct {
-	Status  int
-	Message string
-}
-
-func (e *dockerError) Error() string {
-	return fmt.Sprintf("docker daemon: %s (HTTP %d)", e.Message, e.Status)
+	return resp, err
 }
 
 // imageID returns the image's ID ("sha256:<config digest>"), which names
@@ -92,8 +49,7 @@ func (c *dockerClient) imageID(ctx context.Context, ref string) (string, error) 
 	defer cancel()
 	resp, err := c.call(ctx, http.MethodGet, "/images/"+escapeImageName(ref)+"/json", nil)
 	if err != nil {
-		var de *dockerError
-		if errors.As(err, &de) && de.Status == http.StatusNotFound {
+		if dockerapi.IsStatus(err, http.StatusNotFound) {
 			return "", fmt.Errorf("docker image %s not found in the local daemon (docker pull or docker build it first)", ref)
 		}
 		return "", err

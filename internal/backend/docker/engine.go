@@ -1,144 +1,51 @@
 package docker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"strings"
+
+	"github.com/mvm-dev/mvm/internal/dockerapi"
 )
 
-// apiVersion is the Engine API version we speak: Docker 19.03 and newer.
-// Everything used here (NanoCpus, AutoRemove, import changes) is older.
-const apiVersion = "v1.40"
-
 // DefaultSocket is where the daemon listens unless DOCKER_HOST says otherwise.
-const DefaultSocket = "/var/run/docker.sock"
+const DefaultSocket = dockerapi.DefaultSocket
 
-// engine is a small Engine API client: HTTP/1.1 over the daemon's unix
-// socket. It holds no connection between calls beyond http.Transport's pool.
+// engine is the backend's view of the Engine API (internal/dockerapi): the
+// container and image calls the backend makes.
 type engine struct {
+	*dockerapi.Client
 	sock string
-	hc   *http.Client
 }
 
-// socketPath resolves the daemon socket from DOCKER_HOST. Only unix sockets
-// are supported: a TCP daemon could not bind-mount our VM directory anyway.
-func socketPath(dockerHost string) (string, error) {
-	switch {
-	case dockerHost == "":
-		return DefaultSocket, nil
-	case strings.HasPrefix(dockerHost, "unix://"):
-		p := strings.TrimPrefix(dockerHost, "unix://")
-		if p == "" || p[0] != '/' {
-			return "", fmt.Errorf("DOCKER_HOST=%s: want unix:///absolute/path", dockerHost)
-		}
-		return p, nil
-	default:
-		return "", fmt.Errorf("DOCKER_HOST=%s: only a local unix socket is supported (the daemon must see the VM directory to bind-mount it)", dockerHost)
-	}
-}
+// socketPath resolves the daemon socket from DOCKER_HOST.
+func socketPath(dockerHost string) (string, error) { return dockerapi.SocketPath(dockerHost) }
 
 func newEngine() (*engine, error) {
-	sock, err := socketPath(os.Getenv("DOCKER_HOST"))
+	c, err := dockerapi.New()
 	if err != nil {
 		return nil, err
 	}
-	return newEngineAt(sock), nil
+	return &engine{Client: c, sock: c.Sock}, nil
 }
 
-func newEngineAt(sock string) *engine {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		MaxIdleConns:      2,
-		DisableKeepAlives: false,
-	}
-	// No client-wide timeout: an image import may take a while; every call
-	// carries the caller's context instead.
-	return &engine{sock: sock, hc: &http.Client{Transport: tr}}
-}
-
-// apiError is an error answer from the daemon.
-type apiError struct {
-	Status  int
-	Message string
-}
-
-func (e *apiError) Error() string {
-	return fmt.Sprintf("docker engine: %s (HTTP %d)", e.Message, e.Status)
-}
+func newEngineAt(sock string) *engine { return &engine{Client: dockerapi.NewAt(sock), sock: sock} }
 
 // isStatus reports whether err is a daemon answer with the given status.
-func isStatus(err error, status int) bool {
-	var ae *apiError
-	return errors.As(err, &ae) && ae.Status == status
-}
+func isStatus(err error, status int) bool { return dockerapi.IsStatus(err, status) }
 
-// do sends one request. body may be nil; a non-nil out is decoded from a JSON
-// answer. Status codes >= 400 become *apiError.
 func (e *engine) do(ctx context.Context, method, path string, q url.Values, body io.Reader, ctype string, out any) error {
-	u := "http://docker/" + apiVersion + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return err
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := e.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("docker engine at %s: %w", e.sock, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return decodeAPIError(resp)
-	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-		return nil
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(out); err != nil {
-		return fmt.Errorf("docker engine %s %s: decode answer: %w", method, path, err)
-	}
-	return nil
-}
-
-func decodeAPIError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var m struct {
-		Message string `json:"message"`
-	}
-	msg := strings.TrimSpace(string(b))
-	if json.Unmarshal(b, &m) == nil && m.Message != "" {
-		msg = m.Message
-	}
-	if msg == "" {
-		msg = http.StatusText(resp.StatusCode)
-	}
-	return &apiError{Status: resp.StatusCode, Message: msg}
+	return e.Do(ctx, method, path, q, body, ctype, out)
 }
 
 func (e *engine) doJSON(ctx context.Context, method, path string, q url.Values, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return e.do(ctx, method, path, q, bytes.NewReader(b), "application/json", out)
+	return e.DoJSON(ctx, method, path, q, in, out)
 }
 
-// ping checks that the daemon answers.
 func (e *engine) ping(ctx context.Context) error {
 	return e.do(ctx, http.MethodGet, "/_ping", nil, nil, "", nil)
 }
@@ -160,20 +67,11 @@ func (e *engine) importImage(ctx context.Context, repo, tag string, changes []st
 	for _, c := range changes {
 		q.Add("changes", c)
 	}
-	u := "http://docker/" + apiVersion + "/images/create?" + q.Encode()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, r)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-tar")
-	resp, err := e.hc.Do(req)
+	resp, err := e.Call(ctx, http.MethodPost, "/images/create", q, r, "application/x-tar")
 	if err != nil {
 		return fmt.Errorf("docker import: %w", err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return fmt.Errorf("docker import: %w", decodeAPIError(resp))
-	}
 	dec := json.NewDecoder(io.LimitReader(resp.Body, 16<<20))
 	for {
 		var m struct {
