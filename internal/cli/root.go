@@ -34,6 +34,9 @@ type globals struct {
 	cfg  *config.Config
 	mgr  *vm.Manager
 	log  *slog.Logger
+	// process is set when this tree is the whole process (Main), which may
+	// then own process-wide state such as the default logger.
+	process bool
 }
 
 // manager resolves paths and config on first use, so that commands that need
@@ -82,7 +85,10 @@ func (e runtimeError) Unwrap() error { return e.error }
 
 // NewRoot builds the command tree.
 func NewRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
+	return newRoot(&globals{stdin: stdin, stdout: stdout, stderr: stderr})
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "mvmctl",
 		Short: "Build small Linux images and run them as microVMs",
@@ -98,11 +104,15 @@ guest agent: exec, console, health. No SSH.`,
 				level = slog.LevelDebug
 			}
 			g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+			if g.process {
+				// Backends log through the default logger: -v shows them too.
+				slog.SetDefault(g.log)
+			}
 		},
 	}
-	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetIn(g.stdin)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "verbose logging on stderr")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
@@ -162,7 +172,7 @@ func markRuntime(c *cobra.Command) {
 
 // Main runs mvmctl and returns the process exit code.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := NewRoot(stdin, stdout, stderr)
+	root := newRoot(&globals{stdin: stdin, stdout: stdout, stderr: stderr, process: true})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {

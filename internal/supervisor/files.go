@@ -31,10 +31,18 @@ type Config struct {
 	ConsoleSock string `json:"console_sock,omitempty"`
 	ConsoleLog  string `json:"console_log,omitempty"`
 	ConsoleMax  int64  `json:"console_max,omitempty"`
+	// Listen lists unix socket paths the supervisor binds before it starts
+	// the VMM and hands it as listening descriptors: the first as fd
+	// FirstListenFD, the next one above, and so on. Our own connections to
+	// them are queued at once, so nothing polls for the VMM to create them.
+	Listen []string `json:"listen,omitempty"`
 	// Remove lists files the VMM alone uses (its guest RAM file), deleted
 	// once it has exited so a stopped VM does not keep them on disk.
 	Remove []string `json:"remove,omitempty"`
 }
+
+// FirstListenFD is the descriptor number of Config.Listen[0] in the VMM.
+const FirstListenFD = 3
 
 // Pids records who runs the VM.
 type Pids struct {

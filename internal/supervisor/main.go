@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -159,7 +160,18 @@ func startVMM(cfg Config) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("open vmm log: %w", err)
 	}
 	defer out.Close()
+	listeners, err := listenAll(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	// The VMM holds its own copies once started; the paths stay bound.
+	defer func() {
+		for _, f := range listeners {
+			f.Close()
+		}
+	}()
 	cmd := exec.Command(cfg.Argv[0], cfg.Argv[1:]...)
+	cmd.ExtraFiles = listeners
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group, so a signal meant for the supervisor's session
 	// never reaches QEMU by accident and we can signal QEMU's group.
@@ -168,6 +180,40 @@ func startVMM(cfg Config) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("start %s: %w", cfg.Argv[0], err)
 	}
 	return cmd, nil
+}
+
+// listenAll binds each path as a listening unix socket (mode 0600) and
+// returns the descriptors to pass to the VMM, in order.
+func listenAll(paths []string) ([]*os.File, error) {
+	var files []*os.File
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for _, p := range paths {
+		os.Remove(p) // stale from a VMM that ran here before
+		ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: p, Net: "unix"})
+		if err != nil {
+			return fail(fmt.Errorf("listen for the vmm: %w", err))
+		}
+		// Closing our listener must not unlink the path the VMM serves.
+		ln.SetUnlinkOnClose(false)
+		f, err := ln.File()
+		ln.Close()
+		if err == nil {
+			err = os.Chmod(p, 0o600)
+		}
+		if err != nil {
+			if f != nil {
+				f.Close()
+			}
+			return fail(fmt.Errorf("listen for the vmm: %w", err))
+		}
+		files = append(files, f)
+	}
+	return files, nil
 }
 
 // stopVMM asks QEMU to quit over QMP, then escalates to SIGTERM and SIGKILL.

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,6 +22,9 @@ import (
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == Arg {
 		os.Exit(Main(os.Args[2:]))
+	}
+	if n := os.Getenv("MVM_TEST_FAKE_VMM_FDS"); n != "" {
+		os.Exit(fakeListeningVMM(n))
 	}
 	os.Exit(m.Run())
 }
@@ -178,6 +183,77 @@ func waitFile(t *testing.T, path string, d time.Duration) {
 			t.Fatalf("%s did not appear within %v", path, d)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fakeListeningVMM serves each inherited listening descriptor (3, 4, …)
+// by writing its number to every connection, as QEMU serves chardevs.
+func fakeListeningVMM(count string) int {
+	n, _ := strconv.Atoi(count)
+	for fd := FirstListenFD; fd < FirstListenFD+n; fd++ {
+		ln, err := net.FileListener(os.NewFile(uintptr(fd), "listen"))
+		if err != nil {
+			return 1
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "%d\n", fd)
+				c.Close()
+			}
+		}()
+	}
+	time.Sleep(time.Minute)
+	return 0
+}
+
+// The supervisor binds Config.Listen and hands the sockets to the VMM in
+// order; connections made before the VMM accepts are not lost.
+func TestLaunchPassesListeningSockets(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.sock"), filepath.Join(dir, "b.sock")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MVM_TEST_FAKE_VMM_FDS", "2")
+	if _, err := Launch(context.Background(), dir, Config{
+		Argv: []string{self}, VMMLog: filepath.Join(dir, "vmm.log"), Listen: []string{a, b},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if p, err := ReadPids(dir); err == nil {
+			p.Supervisor.Signal(syscall.SIGTERM)
+			waitFile(t, filepath.Join(dir, ExitFile), 20*time.Second)
+		}
+	})
+	for want, path := range map[int]string{3: a, 4: b} {
+		deadline := time.Now().Add(10 * time.Second)
+		var got string
+		for {
+			c, err := net.Dial("unix", path)
+			if err == nil {
+				c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				line, _ := io.ReadAll(c)
+				c.Close()
+				got = strings.TrimSpace(string(line))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("dial %s: %v", path, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got != strconv.Itoa(want) {
+			t.Errorf("%s answered by fd %q, want %d", path, got, want)
+		}
+		if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", path, fi.Mode().Perm(), err)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -80,6 +81,7 @@ func (c *conn) close() {
 // call dials, sends Hello and Request in one write (pipelined), and reads
 // HelloAck and Response. The returned conn is positioned after the Response.
 func (c *Client) call(ctx context.Context, op string, args any) (*conn, json.RawMessage, error) {
+	began := time.Now()
 	raw, err := c.dial(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial agent: %w", err)
@@ -101,6 +103,7 @@ func (c *Client) call(ctx context.Context, op string, args any) (*conn, json.Raw
 		}
 		return nil, nil, fmt.Errorf("agent %s: %w", op, err)
 	}
+	dialed := time.Now()
 	if c.wrap != nil {
 		w, err := c.wrap(raw)
 		if err != nil {
@@ -108,6 +111,7 @@ func (c *Client) call(ctx context.Context, op string, args any) (*conn, json.Raw
 		}
 		cn.Conn = w
 	}
+	wrapped := time.Now()
 
 	req := proto.Request{Op: op}
 	if args != nil {
@@ -138,6 +142,9 @@ func (c *Client) call(ctx context.Context, op string, args any) (*conn, json.Raw
 		return fail(err)
 	}
 	_ = raw.SetDeadline(time.Time{})
+	// Where a slow call spends its time: reaching the agent, the
+	// handshake, or the agent's own work.
+	slog.Debug("agent call", "op", op, "dial", dialed.Sub(began), "handshake", wrapped.Sub(dialed), "reply", time.Since(wrapped))
 	return cn, resp.Result, nil
 }
 

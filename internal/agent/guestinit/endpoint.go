@@ -89,8 +89,8 @@ func cmpOr[T comparable](a, b T) T {
 // it is latency the host sees when it connects right after boot.
 const retryPause = 30 * time.Millisecond
 
-// ServeEndpoint serves srv on ep until ctx ends. The serial port is reopened
-// after every session (the host may disconnect and come back); listeners are
+// ServeEndpoint serves srv on ep until ctx ends. The serial port is kept
+// across sessions and reopened when no host is connected; listeners are
 // retried while their device is not ready yet.
 func ServeEndpoint(ctx context.Context, srv *server.Server, ep Endpoint, log *slog.Logger) error {
 	if ep.Kind == "serial" {
@@ -154,7 +154,12 @@ func findVirtioPort(sysDir, name string) (string, error) {
 
 // serveSerial runs one yamux session per host connection. With no host
 // connected, reads on the port return EOF at once, so the sync fails and we
-// try again shortly.
+// reopen the port shortly.
+//
+// A session that ends (a new host's SYNC arrived, as after a snapshot
+// restore or a supervisor restart) is followed by a sync on the same open
+// port: the SYNC that ended it has more queued behind it, and closing the
+// port would discard them and wait for the host's next resend.
 func serveSerial(ctx context.Context, srv *server.Server, name string, log *slog.Logger) error {
 	var lastErr string
 	note := func(msg string, err error) {
@@ -177,28 +182,48 @@ func serveSerial(ctx context.Context, srv *server.Server, name string, log *slog
 			continue
 		}
 		stop := context.AfterFunc(ctx, func() { f.Close() })
-		sess, err := serialmux.Server(f)
-		if err != nil {
-			stop()
-			f.Close()
-			if !errors.Is(err, os.ErrClosed) {
-				note("serial sync", err)
+		port := &detachable{File: f}
+		for ctx.Err() == nil {
+			sess, err := serialmux.Server(port)
+			if err != nil {
+				if !errors.Is(err, os.ErrClosed) {
+					note("serial sync", err)
+				}
+				break
 			}
-			sleepCtx(ctx, retryPause)
-			continue
+			lastErr = ""
+			log.Info("host connected", "port", name)
+			err = srv.Serve(ctx, sess)
+			sess.Close()
+			log.Info("host session ended", "port", name, "err", err)
+			if !port.reattach() {
+				break
+			}
 		}
-		lastErr = ""
-		log.Info("host connected", "port", name)
-		err = srv.Serve(ctx, sess)
-		sess.Close()
 		stop()
 		f.Close()
-		// Re-sync at once: after a snapshot restore the host is already
-		// sending SYNC, and every millisecond here is restore latency. With
-		// no host, the next sync fails fast and the loop pauses above.
-		log.Info("host session ended", "port", name, "err", err)
+		sleepCtx(ctx, retryPause)
 	}
 	return ctx.Err()
+}
+
+// detachable is the serial port as a yamux session sees it: closing the
+// session only interrupts its reads (an expired deadline), so the port stays
+// open for the next sync. A port that takes no deadlines closes for real.
+type detachable struct {
+	*os.File
+}
+
+func (d *detachable) Close() error {
+	if err := d.File.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		return d.File.Close()
+	}
+	return nil
+}
+
+// reattach clears the deadline Close set; false means the port is closed.
+func (d *detachable) reattach() bool {
+	return d.File.SetReadDeadline(time.Time{}) == nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

@@ -2,11 +2,13 @@ package qemu
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
+	"github.com/mvm-dev/mvm/internal/supervisor"
 )
 
 // arch describes how QEMU runs guests of one architecture.
@@ -95,6 +97,26 @@ func kernelCmdline(l launch, a arch) string {
 	return strings.Join(parts, " ")
 }
 
+// listenSockets are the chardev sockets the supervisor binds and hands QEMU
+// as listening descriptors (supervisor.Config.Listen), in descriptor order.
+// It connects to them before QEMU runs, so neither side polls for the other.
+func listenSockets(l launch) []string {
+	var socks []string
+	if l.SerialLog != "" && l.ConsoleSock != "" {
+		socks = append(socks, l.ConsoleSock)
+	}
+	if l.Transport == guestcfg.TransportSerial {
+		socks = append(socks, l.SerialSock)
+	}
+	return socks
+}
+
+// listenFD is the descriptor number QEMU gets for the socket at path.
+func listenFD(l launch, path string) string {
+	i := slices.Index(listenSockets(l), path)
+	return strconv.Itoa(supervisor.FirstListenFD + i)
+}
+
 // buildArgv renders the QEMU command line. It is pure so it can be table-tested.
 func buildArgv(l launch) ([]string, error) {
 	a, ok := arches[l.Arch]
@@ -139,7 +161,7 @@ func buildArgv(l launch) ([]string, error) {
 		// not a FIFO: QEMU opens FIFOs read-write, so a pipe buffers 64 KiB
 		// with nobody reading and needs two FIFOs to keep QEMU from reading
 		// its own output back as console input.
-		argv = append(argv, "-chardev", "socket,id=console,path="+esc(l.ConsoleSock)+",server=on,wait=on", "-serial", "chardev:console")
+		argv = append(argv, "-chardev", "socket,id=console,fd="+listenFD(l, l.ConsoleSock)+",server=on,wait=on", "-serial", "chardev:console")
 	case l.SerialLog != "":
 		argv = append(argv, "-chardev", "file,id=console,path="+esc(l.SerialLog), "-serial", "chardev:console")
 	}
@@ -162,7 +184,7 @@ func buildArgv(l launch) ([]string, error) {
 	case guestcfg.TransportSerial:
 		argv = append(argv,
 			"-device", "virtio-serial-device,max_ports=2",
-			"-chardev", "socket,id=agent,path="+esc(l.SerialSock)+",server=on,wait=off",
+			"-chardev", "socket,id=agent,fd="+listenFD(l, l.SerialSock)+",server=on,wait=off",
 			"-device", "virtserialport,chardev=agent,name="+guestcfg.SerialPortName,
 		)
 	case guestcfg.TransportVsock:

@@ -2,11 +2,13 @@ package qemu
 
 import (
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
+	"github.com/mvm-dev/mvm/internal/supervisor"
 )
 
 func baseLaunch() launch {
@@ -64,8 +66,8 @@ func TestBuildArgv(t *testing.T) {
 					"virtio-rng-device",
 				},
 				"-chardev": {
-					"socket,id=console,path=/vm/console.sock,server=on,wait=on",
-					"socket,id=agent,path=/vm/serial-agent.sock,server=on,wait=off",
+					"socket,id=console,fd=3,server=on,wait=on",
+					"socket,id=agent,fd=4,server=on,wait=off",
 				},
 				"-serial":  {"chardev:console"},
 				"-pidfile": {"/vm/qemu.pid"},
@@ -78,7 +80,7 @@ func TestBuildArgv(t *testing.T) {
 			want: map[string][]string{
 				"-chardev": {
 					"file,id=console,path=/vm/serial.log",
-					"socket,id=agent,path=/vm/serial-agent.sock,server=on,wait=off",
+					"socket,id=agent,fd=3,server=on,wait=off",
 				},
 				"-serial": {"chardev:console"},
 			},
@@ -229,4 +231,49 @@ func TestRunState(t *testing.T) {
 func TestHostTSC(t *testing.T) {
 	khz := hostTSCKHz()
 	t.Logf("host TSC: %d kHz", khz)
+}
+
+// The supervisor hands QEMU Config.Listen as fds 3, 4, …: each chardev's
+// fd= must name the socket at that position, whatever the launch has.
+func TestListenSocketsMatchChardevFDs(t *testing.T) {
+	for name, mod := range map[string]func(*launch){
+		"console and serial": func(*launch) {},
+		"file console":       func(l *launch) { l.ConsoleSock = "" },
+		"vsock":              func(l *launch) { l.Transport, l.CID = guestcfg.TransportVsock, 7 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := baseLaunch()
+			mod(&l)
+			argv, err := buildArgv(l)
+			if err != nil {
+				t.Fatal(err)
+			}
+			socks := listenSockets(l)
+			want := map[string]string{"console": l.ConsoleSock, "agent": l.SerialSock}
+			n := 0
+			for _, v := range values(argv, "-chardev") {
+				if !strings.HasPrefix(v, "socket,") {
+					continue
+				}
+				n++
+				var id string
+				fd := -1
+				for _, kv := range strings.Split(v, ",") {
+					if s, ok := strings.CutPrefix(kv, "id="); ok {
+						id = s
+					}
+					if s, ok := strings.CutPrefix(kv, "fd="); ok {
+						fd, _ = strconv.Atoi(s)
+					}
+				}
+				i := fd - supervisor.FirstListenFD
+				if i < 0 || i >= len(socks) || socks[i] != want[id] {
+					t.Errorf("chardev %q: fd %d is %v in %q, want %s", id, fd, i, socks, want[id])
+				}
+			}
+			if n != len(socks) {
+				t.Errorf("%d socket chardevs, %d listen sockets %q", n, len(socks), socks)
+			}
+		})
+	}
 }

@@ -311,8 +311,8 @@ func TestRestoreFileConsoleSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(clone, "socket,id=console,path=/c/console.sock,server=on,wait=on") {
-		t.Fatalf("clone argv has no console socket: %q", clone)
+	if !slices.Contains(clone, "socket,id=console,fd=3,server=on,wait=on") || listenSockets(l)[0] != "/c/console.sock" {
+		t.Fatalf("clone argv has no console socket: %q (listen %q)", clone, listenSockets(l))
 	}
 	src.MemPath, src.MemShare = "/vm/mem", true
 	saved, _ = buildArgv(src)

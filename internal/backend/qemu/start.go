@@ -127,8 +127,11 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 		cfg.SerialSock = filepath.Join(dir, serialSock)
 		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
 	}
-	if l := rec.Launch; l != nil && l.SerialLog != "" && l.ConsoleSock != "" {
-		cfg.ConsoleSock, cfg.ConsoleLog = l.ConsoleSock, l.SerialLog
+	if l := rec.Launch; l != nil {
+		if l.SerialLog != "" && l.ConsoleSock != "" {
+			cfg.ConsoleSock, cfg.ConsoleLog = l.ConsoleSock, l.SerialLog
+		}
+		cfg.Listen = listenSockets(*l)
 	}
 	// Guest RAM is worthless once QEMU exits (a cold start makes a fresh
 	// file); only a VM's own file, never a snapshot's it maps private.
