@@ -12,15 +12,22 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
 const readyMarker = "mvm-agent: ready"
 
 func main() {
+	// VMs are removed by deferred calls: a closed stdout (| head) or Ctrl-C
+	// must not end us before they have run (the mvmctl children get SIGINT
+	// themselves, fail, and the run unwinds).
+	signal.Ignore(syscall.SIGPIPE)
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
 	n := flag.Int("n", 5, "iterations of each")
 	mvmctl := flag.String("mvmctl", "bin/mvmctl", "mvmctl binary")
 	asJSON := flag.Bool("json", false, "print JSON")

@@ -18,10 +18,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/agent/auth"
@@ -34,6 +36,11 @@ import (
 )
 
 func main() {
+	// VMs are removed by deferred calls: a closed stdout (| head) or Ctrl-C
+	// must not end us before they have run (the mvmctl children get SIGINT
+	// themselves, fail, and the run unwinds).
+	signal.Ignore(syscall.SIGPIPE)
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
 	n := flag.Int("n", 20, "iterations of each exec")
 	ups := flag.Int("ups", 3, "iterations of up")
 	mvmctl := flag.String("mvmctl", "bin/mvmctl", "mvmctl binary")

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -27,6 +29,11 @@ var (
 )
 
 func main() {
+	// VMs are removed by deferred calls: a closed stdout (| head) or Ctrl-C
+	// must not end us before they have run (the mvmctl children get SIGINT
+	// themselves, fail, and the run unwinds).
+	signal.Ignore(syscall.SIGPIPE)
+	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
 	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "lifecycle:", err)

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -27,7 +26,7 @@ const (
 // kindOrder is the order of CacheInfo.Kinds.
 var kindOrder = []string{KindImage, KindKernel, KindDeb, KindBootstrap, KindIncomplete, KindTemp, KindLock}
 
-var digestDirRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var digestDirRE = lazyRE(`^[0-9a-f]{64}$`)
 
 // CacheItem is one thing in the image cache.
 type CacheItem struct {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -28,7 +27,7 @@ const (
 
 // versionedKernelRE matches real kernel packages; metapackages such as
 // linux-image-cloud-amd64 only depend on one.
-var versionedKernelRE = regexp.MustCompile(`^linux-image-[0-9]`)
+var versionedKernelRE = lazyRE(`^linux-image-[0-9]`)
 
 // runApt runs an apt tool in dir and returns its stdout; a variable so tests
 // can stand in for apt.

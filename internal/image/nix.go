@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -35,7 +34,7 @@ type nixOutput struct {
 }
 
 // flakeSafeRE bounds what is passed to nix as one argv word.
-var flakeSafeRE = regexp.MustCompile(`^[A-Za-z0-9._~:/?&=+#@%,-]+$`)
+var flakeSafeRE = lazyRE(`^[A-Za-z0-9._~:/?&=+#@%,-]+$`)
 
 // checkFlakeRef rejects references nix would misread as options or that
 // carry control characters.
@@ -96,7 +95,7 @@ func ResolveFlake(ref string) (*Recipe, error) {
 	return r, nil
 }
 
-var nameJunkRE = regexp.MustCompile(`[^a-z0-9-]+`)
+var nameJunkRE = lazyRE(`[^a-z0-9-]+`)
 
 // flakeName derives an image name: the attribute's last part, else the
 // flake's directory or repository name.

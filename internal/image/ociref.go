@@ -2,7 +2,6 @@ package image
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,12 +17,12 @@ const (
 )
 
 var (
-	sha256DigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	sha256DigestRE = lazyRE(`^sha256:[0-9a-f]{64}$`)
 	// Docker names: repository[:tag][@digest] or an image ID; the daemon
 	// checks the rest.
-	dockerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$`)
+	dockerNameRE = lazyRE(`^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,511}$`)
 	// ref.name annotations: the OCI image-layout "ref" grammar, loosely.
-	layoutNameRE = regexp.MustCompile(`^[A-Za-z0-9._-][A-Za-z0-9._+-]{0,127}$`)
+	layoutNameRE = lazyRE(`^[A-Za-z0-9._-][A-Za-z0-9._+-]{0,127}$`)
 )
 
 // ociRef is a parsed rootfs.image.

@@ -4,18 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"regexp"
 	"strings"
 	"time"
 )
 
 var (
-	recipeNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
-	tagRE        = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]{0,31}$`)
-	envKeyRE     = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]+$`)
-	suiteRE      = regexp.MustCompile(`^[a-z][a-z0-9-]{1,31}$`)
-	userRE       = regexp.MustCompile(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
+	recipeNameRE = lazyRE(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	tagRE        = lazyRE(`^[a-z0-9][a-z0-9.+-]{0,31}$`)
+	envKeyRE     = lazyRE(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	debPackageRE = lazyRE(`^[a-z0-9][a-z0-9+.-]+$`)
+	suiteRE      = lazyRE(`^[a-z][a-z0-9-]{1,31}$`)
+	userRE       = lazyRE(`^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10})$`)
 )
 
 // reservedPaths are written by the builder; recipes may not replace them.

@@ -12,8 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -36,6 +39,7 @@ type Client struct {
 	mu     sync.Mutex
 	nextID uint64
 	broken error
+	oob    []byte // ancillary data for the next command write (SendFD)
 }
 
 // Option configures a Client.
@@ -119,6 +123,28 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, out any) error {
 	return nil
 }
 
+// SendFD hands QEMU the descriptor of f under name (the getfd command, with
+// the descriptor in the same write as SCM_RIGHTS), for URIs such as "fd:name".
+// It needs a unix socket connection.
+func (c *Client) SendFD(ctx context.Context, name string, f *os.File) error {
+	_, ok := c.conn.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("qmp getfd: descriptors pass only over a unix socket, not %T", c.conn)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stop := c.bound(ctx)
+	defer stop()
+	c.oob = syscall.UnixRights(int(f.Fd()))
+	defer func() { c.oob = nil }()
+	err := c.executeLocked(ctx, "getfd", map[string]string{"fdname": name}, nil)
+	runtime.KeepAlive(f)
+	if err != nil {
+		return fmt.Errorf("qmp getfd: %w", err)
+	}
+	return nil
+}
+
 type command struct {
 	Execute   string `json:"execute"`
 	Arguments any    `json:"arguments,omitempty"`
@@ -135,7 +161,13 @@ func (c *Client) executeLocked(ctx context.Context, cmd string, args, out any) e
 	if err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	if _, err := c.conn.Write(append(b, '\n')); err != nil {
+	b = append(b, '\n')
+	if c.oob != nil {
+		_, _, err = c.conn.(*net.UnixConn).WriteMsgUnix(b, c.oob, nil)
+	} else {
+		_, err = c.conn.Write(b)
+	}
+	if err != nil {
 		return c.fail(ctxErr(ctx, err))
 	}
 	want := strconv.FormatUint(id, 10)

@@ -225,6 +225,23 @@ func TestRealQEMU(t *testing.T) {
 	if st.Running || st.Status != "prelaunch" {
 		t.Fatalf("status = %+v, want prelaunch", st)
 	}
+	// A descriptor handed over with SendFD is known to QEMU by its name:
+	// closefd succeeds for it, once, and fails for a name never sent.
+	f, err := os.CreateTemp(dir, "fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := c.SendFD(ctx, "state", f); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Execute(ctx, "closefd", map[string]string{"fdname": "state"}, nil); err != nil {
+		t.Fatalf("closefd of the sent descriptor: %v", err)
+	}
+	var qe *Error
+	if err := c.Execute(ctx, "closefd", map[string]string{"fdname": "state"}, nil); !errors.As(err, &qe) {
+		t.Fatalf("closefd twice: %v, want a QMP error", err)
+	}
 	if err := c.Quit(ctx); err != nil && !errors.Is(err, ErrClosed) {
 		t.Logf("quit: %v (connection may drop before the reply)", err)
 	}

@@ -2,9 +2,7 @@ package qmp
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -68,11 +66,14 @@ func (c *Client) MigrateIncoming(ctx context.Context, uri string) error {
 	return c.Execute(ctx, "migrate-incoming", map[string]any{"uri": uri}, nil)
 }
 
-// WaitMigration polls query-migrate every poll until the migration completes,
-// fails or ctx ends. An empty or "none"/"setup" status counts as not started
-// yet: on a destination QEMU reports nothing until the stream arrives.
+// WaitMigration polls query-migrate until the migration completes, fails or
+// ctx ends: after a millisecond at first, backing off to every poll, since a
+// small stream is done in a few milliseconds and a large one takes seconds.
+// An empty or "none"/"setup" status counts as not started yet: on a
+// destination QEMU reports nothing until the stream arrives.
 func (c *Client) WaitMigration(ctx context.Context, poll time.Duration) (MigrationInfo, error) {
-	t := time.NewTicker(poll)
+	wait := min(time.Millisecond, poll)
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		m, err := c.QueryMigrate(ctx)
@@ -94,17 +95,11 @@ func (c *Client) WaitMigration(ctx context.Context, poll time.Duration) (Migrati
 			return m, fmt.Errorf("migration still %q: %w", m.Status, ctx.Err())
 		case <-t.C:
 		}
+		wait = min(2*wait, poll)
+		t.Reset(wait)
 	}
 }
 
-// ExecURI returns a migration URI that runs shell through /bin/sh, as QEMU
-// does for "exec:". It is the only way to reach a file on QEMU < 8.2.
-func ExecURI(shell string) string { return "exec:" + shell }
-
-// ShellQuote quotes s as one /bin/sh word.
-func ShellQuote(s string) (string, error) {
-	if strings.ContainsRune(s, 0) {
-		return "", errors.New("NUL byte in shell word")
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'", nil
-}
+// FdURI names a descriptor handed over with SendFD as a migration URI. QEMU
+// reads or writes it directly: no shell, no helper process.
+func FdURI(name string) string { return "fd:" + name }

@@ -264,11 +264,15 @@ func (h *Handle) loadState(ctx context.Context, m Manifest, statePath string) er
 			return err
 		}
 	}
-	q, err := qmp.ShellQuote(statePath)
+	f, err := os.Open(statePath)
 	if err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+	defer f.Close()
+	if err := c.SendFD(ctx, stateFD, f); err != nil {
 		return err
 	}
-	if err := c.MigrateIncoming(ctx, qmp.ExecURI("cat "+q)); err != nil {
+	if err := c.MigrateIncoming(ctx, qmp.FdURI(stateFD)); err != nil {
 		return err
 	}
 	if _, err := c.WaitMigration(ctx, migratePoll); err != nil {

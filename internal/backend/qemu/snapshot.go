@@ -26,6 +26,8 @@ const (
 	// stream saves and loads in milliseconds, so coarser polling would
 	// dominate.
 	migratePoll = 5 * time.Millisecond
+	// stateFD names the state file descriptor handed to QEMU for fd: migration.
+	stateFD = "mvm-state"
 )
 
 // Snapshot implements backend.Snapshotter. The VM is paused (QMP stop) so
@@ -154,12 +156,16 @@ func saveState(ctx context.Context, c *qmp.Client, path string, caps []string) (
 	if err := c.SetMigrationMaxBandwidth(ctx, maxBandwidth); err != nil {
 		return 0, err
 	}
-	q, err := qmp.ShellQuote(path)
+	// QEMU 7.2 has no file: URI; it writes to a descriptor we hand it.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return 0, fmt.Errorf("save state: %w", err)
+	}
+	defer f.Close()
+	if err := c.SendFD(ctx, stateFD, f); err != nil {
 		return 0, err
 	}
-	// QEMU 7.2 has no file: URI; exec: works on every version.
-	if err := c.Migrate(ctx, qmp.ExecURI("cat > "+q)); err != nil {
+	if err := c.Migrate(ctx, qmp.FdURI(stateFD)); err != nil {
 		return 0, err
 	}
 	if _, err := c.WaitMigration(ctx, migratePoll); err != nil {
