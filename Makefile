@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/mvm-dev/mvm/internal/cli.Version=$(VERSION)
 BIN := bin
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all setup build demo test unit e2e lint bench clean
+.PHONY: all setup build demo test unit e2e lint bench fuzz clean
 
 all: build
 
@@ -45,6 +45,10 @@ lint:
 
 bench: build
 	./bench/boot/run.sh
+
+# Every fuzz target for FUZZ_EXECS executions (default 20000); not part of test.
+fuzz:
+	./scripts/fuzz.sh
 
 clean:
 	rm -rf $(BIN)
