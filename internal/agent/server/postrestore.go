@@ -76,8 +76,10 @@ func (s *Server) postRestore(w *wire, args json.RawMessage) error {
 	}
 	res.Hostname, _ = s.sys.hostname()
 	res.AgentUnixNano = time.Now().UnixNano()
+	// Logged after answering: the console is slow, and the host is waiting.
+	err = respond(w, res)
 	s.log.Info("post-restore applied", "hostname", res.Hostname, "clock_step_ms", res.ClockStepMS, "entropy", res.EntropyBytes)
-	return respond(w, res)
+	return err
 }
 
 // addEntropy credits b to the input pool (RNDADDENTROPY needs
