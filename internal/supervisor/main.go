@@ -65,22 +65,19 @@ func run(dir string, log *slog.Logger) error {
 	// Pdeathsig fires when the thread that forked the child exits, not the
 	// process; pin this goroutine to its thread for the supervisor's life.
 	runtime.LockOSThread()
-	vmm, err := startVMM(cfg)
-	if err != nil {
+	failed := func(err error) error {
 		writeJSON(filepath.Join(dir, ExitFile), Exit{Code: -1, Error: err.Error(), Time: time.Now()})
 		return err
 	}
-	if pids.VMM, err = ReadProc(vmm.Process.Pid); err != nil {
-		log.Warn("read vmm identity", "err", err) // it exited already; Wait reports how
-		pids.VMM = Proc{Pid: vmm.Process.Pid}
+	listeners, err := listenAll(cfg.Listen)
+	if err != nil {
+		return failed(err)
 	}
-	if err := writeJSON(filepath.Join(dir, PidsFile), pids); err != nil {
-		log.Warn("write pids", "err", err)
-	}
-	log.Info("vmm started", "pid", vmm.Process.Pid, "argv0", cfg.Argv[0])
-
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Connect to the sockets QEMU will serve before it runs: our connections
+	// wait in their backlogs, so QEMU (console: wait=on) finds its client at
+	// once and the agent port has our SYNC queued.
 	consoleDone := startConsole(cfg, ctx, log)
 	if cfg.SerialSock != "" {
 		r := &relay{serial: cfg.SerialSock, agent: cfg.AgentSock, log: log}
@@ -90,6 +87,24 @@ func run(dir string, log *slog.Logger) error {
 			go r.run(ctx)
 		}
 	}
+	vmm, err := startVMM(cfg, listeners)
+	// QEMU holds its own copies now; the paths stay bound.
+	for _, f := range listeners {
+		f.Close()
+	}
+	if err != nil {
+		cancel()
+		consoleDone()
+		return failed(err)
+	}
+	if pids.VMM, err = ReadProc(vmm.Process.Pid); err != nil {
+		log.Warn("read vmm identity", "err", err) // it exited already; Wait reports how
+		pids.VMM = Proc{Pid: vmm.Process.Pid}
+	}
+	if err := writeJSON(filepath.Join(dir, PidsFile), pids); err != nil {
+		log.Warn("write pids", "err", err)
+	}
+	log.Info("vmm started", "pid", vmm.Process.Pid, "argv0", cfg.Argv[0])
 
 	waited := make(chan error, 1)
 	go func() { waited <- vmm.Wait() }()
@@ -154,22 +169,13 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func (discard) Close() error                { return nil }
 
-func startVMM(cfg Config) (*exec.Cmd, error) {
+// startVMM starts the VMM with listeners as its descriptors 3, 4, ….
+func startVMM(cfg Config, listeners []*os.File) (*exec.Cmd, error) {
 	out, err := os.OpenFile(cfg.VMMLog, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open vmm log: %w", err)
 	}
 	defer out.Close()
-	listeners, err := listenAll(cfg.Listen)
-	if err != nil {
-		return nil, err
-	}
-	// The VMM holds its own copies once started; the paths stay bound.
-	defer func() {
-		for _, f := range listeners {
-			f.Close()
-		}
-	}()
 	cmd := exec.Command(cfg.Argv[0], cfg.Argv[1:]...)
 	cmd.ExtraFiles = listeners
 	cmd.Stdout, cmd.Stderr = out, out
