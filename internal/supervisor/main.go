@@ -66,6 +66,12 @@ func run(dir string, log *slog.Logger) error {
 	// process; pin this goroutine to its thread for the supervisor's life.
 	runtime.LockOSThread()
 	failed := func(err error) error {
+		// No VMM ever served them: leave no sockets behind.
+		for _, p := range append([]string{cfg.AgentSock}, cfg.Listen...) {
+			if p != "" {
+				os.Remove(p)
+			}
+		}
 		writeJSON(filepath.Join(dir, ExitFile), Exit{Code: -1, Error: err.Error(), Time: time.Now()})
 		return err
 	}

@@ -317,3 +317,29 @@ func TestLaunchSIGTERMStopsVMM(t *testing.T) {
 		t.Fatal("vmm still alive")
 	}
 }
+
+// A VMM that cannot start is recorded as such, and the sockets bound for it
+// are gone.
+func TestLaunchVMMThatCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	socks := []string{filepath.Join(dir, "console.sock"), filepath.Join(dir, "serial.sock")}
+	if _, err := Launch(context.Background(), dir, Config{
+		Argv:       []string{filepath.Join(dir, "no-such-vmm")},
+		VMMLog:     filepath.Join(dir, "vmm.log"),
+		Listen:     socks,
+		SerialSock: socks[1],
+		AgentSock:  filepath.Join(dir, AgentSock),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	waitFile(t, filepath.Join(dir, ExitFile), 10*time.Second)
+	ex, err := ReadExit(dir)
+	if err != nil || ex.Code != -1 || !strings.Contains(ex.Error, "no-such-vmm") {
+		t.Fatalf("exit = %+v, %v", ex, err)
+	}
+	for _, p := range append(socks, filepath.Join(dir, AgentSock)) {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", p, err)
+		}
+	}
+}
