@@ -65,13 +65,17 @@ func run(dir string, log *slog.Logger) error {
 	// Pdeathsig fires when the thread that forked the child exits, not the
 	// process; pin this goroutine to its thread for the supervisor's life.
 	runtime.LockOSThread()
-	failed := func(err error) error {
-		// No VMM ever served them: leave no sockets behind.
-		for _, p := range append([]string{cfg.AgentSock}, cfg.Listen...) {
-			if p != "" {
-				os.Remove(p)
+	// Whether the VMM ran or never started, nothing it or we served stays.
+	cleanup := func() {
+		socks := append([]string{cfg.AgentSock, cfg.SerialSock, cfg.QMPSocket, cfg.ConsoleSock}, cfg.Listen...)
+		for _, s := range append(socks, cfg.Remove...) {
+			if s != "" {
+				os.Remove(s)
 			}
 		}
+	}
+	failed := func(err error) error {
+		cleanup()
 		writeJSON(filepath.Join(dir, ExitFile), Exit{Code: -1, Error: err.Error(), Time: time.Now()})
 		return err
 	}
@@ -125,14 +129,7 @@ func run(dir string, log *slog.Logger) error {
 	consoleDone()
 	ex := exitOf(vmm.ProcessState, werr)
 	log.Info("vmm exited", "code", ex.Code, "signal", ex.Signal)
-	if cfg.AgentSock != "" {
-		os.Remove(cfg.AgentSock)
-	}
-	for _, s := range append([]string{cfg.SerialSock, cfg.QMPSocket, cfg.ConsoleSock}, cfg.Remove...) {
-		if s != "" {
-			os.Remove(s)
-		}
-	}
+	cleanup()
 	return writeJSON(filepath.Join(dir, ExitFile), ex)
 }
 
