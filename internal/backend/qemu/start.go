@@ -206,11 +206,9 @@ func resolveDisks(ctx context.Context, spec backend.Spec) ([]backend.Disk, error
 // of QEMU's log when QEMU or the supervisor exits first.
 func (h *Handle) waitRunning(ctx context.Context) error {
 	// Polled often: QEMU answers within tens of milliseconds, and a restore
-	// waits for nothing else. Every millisecond at first, then every 5.
-	const fastPolls = 50
-	tick := time.NewTicker(time.Millisecond)
+	// waits for nothing else.
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	polls := 0
 	sawSupervisor := false
 	for {
 		if ex, err := supervisor.ReadExit(h.dir); err == nil {
@@ -234,9 +232,6 @@ func (h *Handle) waitRunning(ctx context.Context) error {
 			}
 			return fmt.Errorf("qemu did not answer QMP: %w: %s", ctx.Err(), h.logTail())
 		case <-tick.C:
-		}
-		if polls++; polls == fastPolls {
-			tick.Reset(5 * time.Millisecond)
 		}
 	}
 }
