@@ -64,7 +64,7 @@ func TestSmokeRealQEMU(t *testing.T) {
 		t.Skipf("needs %s: %v", arches[runtime.GOARCH].Binary, err)
 	}
 	if runtime.GOARCH != "amd64" {
-		t.Skip("smoke test boots an x86_64 host kernel")
+		t.Skip("needs an x86_64 host: the smoke test boots the host's x86_64 kernel")
 	}
 	kernel := hostKernel(t)
 	dir := t.TempDir()

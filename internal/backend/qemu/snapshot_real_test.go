@@ -124,7 +124,7 @@ func TestSnapshotRestoreRealQEMU(t *testing.T) {
 		t.Skipf("needs %s: %v", arches[runtime.GOARCH].Binary, err)
 	}
 	if runtime.GOARCH != "amd64" {
-		t.Skip("boots an x86_64 host kernel")
+		t.Skip("needs an x86_64 host: the test boots the host's x86_64 kernel")
 	}
 	if _, err := exec.LookPath("qemu-img"); err != nil {
 		t.Log("qemu-img (qemu-utils) missing: exercising the copy fallback")
