@@ -39,7 +39,6 @@ type Client struct {
 	mu     sync.Mutex
 	nextID uint64
 	broken error
-	oob    []byte // ancillary data for the next command write (SendFD)
 }
 
 // Option configures a Client.
@@ -90,7 +89,7 @@ func New(ctx context.Context, conn net.Conn, opts ...Option) (*Client, error) {
 		}
 		return nil, errors.New("read qmp greeting: got a reply before the greeting")
 	}
-	if err := c.executeLocked(ctx, "qmp_capabilities", nil, nil); err != nil {
+	if err := c.executeLocked(ctx, "qmp_capabilities", nil, nil, nil); err != nil {
 		return nil, fmt.Errorf("qmp capabilities: %w", err)
 	}
 	return c, nil
@@ -117,7 +116,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args, out any) error {
 	defer c.mu.Unlock()
 	stop := c.bound(ctx)
 	defer stop()
-	if err := c.executeLocked(ctx, cmd, args, out); err != nil {
+	if err := c.executeLocked(ctx, cmd, args, out, nil); err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, err)
 	}
 	return nil
@@ -135,9 +134,7 @@ func (c *Client) SendFD(ctx context.Context, name string, f *os.File) error {
 	defer c.mu.Unlock()
 	stop := c.bound(ctx)
 	defer stop()
-	c.oob = syscall.UnixRights(int(f.Fd()))
-	defer func() { c.oob = nil }()
-	err := c.executeLocked(ctx, "getfd", map[string]string{"fdname": name}, nil)
+	err := c.executeLocked(ctx, "getfd", map[string]string{"fdname": name}, nil, syscall.UnixRights(int(f.Fd())))
 	runtime.KeepAlive(f)
 	if err != nil {
 		return fmt.Errorf("qmp getfd: %w", err)
@@ -151,7 +148,9 @@ type command struct {
 	ID        uint64 `json:"id"`
 }
 
-func (c *Client) executeLocked(ctx context.Context, cmd string, args, out any) error {
+// executeLocked sends cmd, with oob (nil: none) as ancillary data of the
+// same write, and waits for its reply.
+func (c *Client) executeLocked(ctx context.Context, cmd string, args, out any, oob []byte) error {
 	if c.broken != nil {
 		return c.broken
 	}
@@ -162,8 +161,8 @@ func (c *Client) executeLocked(ctx context.Context, cmd string, args, out any) e
 		return fmt.Errorf("encode: %w", err)
 	}
 	b = append(b, '\n')
-	if c.oob != nil {
-		_, _, err = c.conn.(*net.UnixConn).WriteMsgUnix(b, c.oob, nil)
+	if oob != nil {
+		_, _, err = c.conn.(*net.UnixConn).WriteMsgUnix(b, oob, nil)
 	} else {
 		_, err = c.conn.Write(b)
 	}
