@@ -53,6 +53,41 @@ type Spec struct {
 	// (docker) deliver it themselves and set Guest.Transport to what they
 	// provide; others may ignore it and use ConfigISO.
 	Guest *guestcfg.Config
+	// NICs are the guest's network interfaces, in order; none means the
+	// guest has only lo.
+	NICs []NIC
+	// Publish lists host ports forwarded to the guest while it runs.
+	Publish []Publish
+}
+
+// NIC is one guest network interface and the host side it is wired to.
+type NIC struct {
+	ID  string // device id, e.g. "net0"
+	MAC string
+	// TAP is an existing host TAP device to open (bridged networks).
+	TAP string `json:",omitempty"`
+	// User selects the VMM's own user-mode stack instead of a TAP.
+	User *UserNet `json:",omitempty"`
+	// Network names what the NIC is on, for backends that attach to
+	// networks by name (Docker) and for messages.
+	Network string `json:",omitempty"`
+	IP      string `json:",omitempty"`
+}
+
+// UserNet is user-mode networking: the guest at GuestIP behind the VMM's
+// NAT, with host ports forwarded by the VMM itself.
+type UserNet struct {
+	Subnet, Gateway, DNS, GuestIP string
+	Forwards                      []Publish
+}
+
+// Publish is one published port.
+type Publish struct {
+	Proto     string // tcp or udp
+	HostIP    string
+	HostPort  int
+	GuestIP   string
+	GuestPort int
 }
 
 // Handle operates one VM. Implementations must be usable from a fresh process:

@@ -16,10 +16,11 @@ func newDoctorCommand(g *globals) *cobra.Command {
 		Short: "Check what this host can run, and explain each decision",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := g.manager(); err != nil {
+			m, err := g.manager()
+			if err != nil {
 				return err
 			}
-			rep := doctor.Run(cmd.Context(), doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent})
+			rep := doctor.Run(cmd.Context(), doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent, Networks: m.Networks()})
 			if g.json {
 				if err := writeJSON(g.stdout, rep); err != nil {
 					return err

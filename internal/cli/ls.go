@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"text/template"
 	"time"
 
@@ -25,11 +26,19 @@ type vmItem struct {
 	Dir         string            `json:"dir"`
 	Sources     map[string]string `json:"sources,omitempty"`
 	Snapshot    string            `json:"snapshot,omitempty"` // restored from
+	Network     string            `json:"network,omitempty"`
+	IP          string            `json:"ip,omitempty"`
+	MAC         string            `json:"mac,omitempty"`
+	Ports       []string          `json:"ports,omitempty"`
 }
 
 func listItem(r *store.Record) vmItem {
-	return vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
+	it := vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
 		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources, Snapshot: r.Snapshot}
+	if n := r.Net; n != nil {
+		it.Network, it.IP, it.MAC, it.Ports = n.Network, n.IP, n.MAC, n.Publish
+	}
+	return it
 }
 
 func newLsCommand(g *globals) *cobra.Command {
@@ -85,7 +94,7 @@ func newLsCommand(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := newTable(g.stdout)
-			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tIMAGE\tCPUS\tMEMORY\tPID\tCREATED")
+			fmt.Fprintln(tw, "NAME\tSTATE\tBACKEND\tIMAGE\tCPUS\tMEMORY\tPID\tNETWORK\tIP\tPORTS\tCREATED")
 			for _, it := range items {
 				pid := "-"
 				if it.PID > 0 && it.State == "running" {
@@ -95,12 +104,22 @@ func newLsCommand(g *globals) *cobra.Command {
 				if it.Reason != "" && it.State == "failed" {
 					state += " (" + it.Reason + ")"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dMiB\t%s\t%s\n", it.Name, state, it.Backend, it.Image, it.CPUs, it.MemoryMiB, pid, age(it.Created))
+				netName, ip, ports := "-", "-", "-"
+				if it.Network != "" {
+					netName = it.Network
+				}
+				if it.IP != "" {
+					ip = it.IP
+				}
+				if len(it.Ports) > 0 {
+					ports = strings.Join(it.Ports, ",")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dMiB\t%s\t%s\t%s\t%s\t%s\n", it.Name, state, it.Backend, it.Image, it.CPUs, it.MemoryMiB, pid, netName, ip, ports, age(it.Created))
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")
-	cmd.Flags().StringVar(&format, "format", "", "Go template per VM, e.g. '{{.Name}} {{.State}}' (fields as in --json: Name, State, Reason, Backend, Image, CPUs, MemoryMiB, PID, Created, Dir)")
+	cmd.Flags().StringVar(&format, "format", "", "Go template per VM, e.g. '{{.Name}} {{.State}}' (fields as in --json: Name, State, Reason, Backend, Image, CPUs, MemoryMiB, PID, Created, Dir, Network, IP, MAC, Ports)")
 	return cmd
 }

@@ -144,6 +144,7 @@ guest agent: exec, console, health. No SSH.`,
 		newHealthCommand(g),
 		newDiffCommand(g),
 		newEventsCommand(g),
+		newNetworkCommand(g),
 	)
 	markRuntime(root)
 	return root

@@ -26,7 +26,9 @@ shows which one won.`,
 		Example: `  mvmctl up
   mvmctl up --image minimal --name web --cpus 2 --memory 512M
   mvmctl up --config web.toml
-  mvmctl up --from-snapshot web-snap --name web-2`,
+  mvmctl up --from-snapshot web-snap --name web-2
+  mvmctl up --image http --name web -p 8080:80
+  mvmctl network create isolated && mvmctl up --network isolated --name a`,
 		Args: exactArgs(0, "no arguments (use --name and --image)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if flake != "" {
@@ -80,6 +82,8 @@ shows which one won.`,
 	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "image")
 	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "file")
 	cmd.MarkFlagsMutuallyExclusive("from-snapshot", "flake")
+	f.StringVar(&o.Network, "network", "", "network to join (default: 'default'; 'none': no NIC; 'user': user-mode networking; see 'mvmctl network ls')")
+	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port on the host for the VM's lifetime: [IP:]HOSTPORT:GUESTPORT[/udp] (IP defaults to 127.0.0.1)")
 	f.DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
 	return cmd
 }

@@ -20,12 +20,15 @@ import (
 // Config is config.toml. Zero values mean "not set" so that precedence
 // resolution can tell a user's choice from a default.
 type Config struct {
-	DefaultCPUs      int      `toml:"default_cpus" json:"default_cpus,omitempty"`
-	DefaultMemoryMiB int      `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
-	DefaultBackend   string   `toml:"default_backend" json:"default_backend,omitempty"`
-	DefaultImage     string   `toml:"default_image" json:"default_image,omitempty"`
-	BootTimeout      Duration `toml:"boot_timeout" json:"boot_timeout,omitempty"`
-	StopTimeout      Duration `toml:"stop_timeout" json:"stop_timeout,omitempty"`
+	DefaultCPUs      int    `toml:"default_cpus" json:"default_cpus,omitempty"`
+	DefaultMemoryMiB int    `toml:"default_memory_mib" json:"default_memory_mib,omitempty"`
+	DefaultBackend   string `toml:"default_backend" json:"default_backend,omitempty"`
+	DefaultImage     string `toml:"default_image" json:"default_image,omitempty"`
+	// DefaultNetwork is the network `up` joins without --network ("none":
+	// no NIC).
+	DefaultNetwork string   `toml:"default_network" json:"default_network,omitempty"`
+	BootTimeout    Duration `toml:"boot_timeout" json:"boot_timeout,omitempty"`
+	StopTimeout    Duration `toml:"stop_timeout" json:"stop_timeout,omitempty"`
 	// ConsoleIdleTimeout ends an unused console session (agent default 15m).
 	ConsoleIdleTimeout Duration `toml:"console_idle_timeout" json:"console_idle_timeout,omitempty"`
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/image"
 	"github.com/mvm-dev/mvm/internal/kvmprobe"
+	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/supervisor"
 )
@@ -52,6 +53,7 @@ type Report struct {
 type Options struct {
 	Dirs      paths.Dirs
 	FindAgent func() (string, error)
+	Networks  *network.Manager // nil: no network checks
 }
 
 // Run performs every check. It never fails: problems become checks.
@@ -67,6 +69,18 @@ func Run(ctx context.Context, o Options) Report {
 	add(toolCheck("debugfs", "reproducible image timestamps", "apt-get install e2fsprogs", Fail, ""))
 	add(agentCheck(o.FindAgent))
 	add(supervisorCheck())
+	if o.Networks != nil {
+		for _, f := range o.Networks.Diagnose() {
+			c := Check{Name: f.Name, Status: Fail, Detail: f.Detail, Fix: f.Fix}
+			switch {
+			case f.OK:
+				c.Status = OK
+			case f.Warn:
+				c.Status = Warn
+			}
+			add(c)
+		}
+	}
 	add(diskCheck(o.Dirs.Cache, "cache"))
 	add(diskCheck(o.Dirs.State, "state"))
 	if _, d, err := backend.Select(ctx, ""); err != nil {

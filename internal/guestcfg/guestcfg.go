@@ -58,6 +58,8 @@ type Config struct {
 	// text); the host pins its public half. A secret: the drive is 0600 on
 	// the host and the agent unmounts it after reading.
 	GuestPrivateKey string `json:"guest_private_key,omitempty"`
+	// Network is the guest's NIC configuration; nil for a VM without one.
+	Network *Network `json:"network,omitempty"`
 }
 
 // HasKeys reports whether the config carries both authentication keys.
@@ -91,7 +93,7 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("unknown transport %q", c.Transport.Kind)
 	}
-	return nil
+	return c.Network.Validate()
 }
 
 // Encode renders c as indented JSON.

@@ -52,6 +52,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"version":1}`))
 	f.Add([]byte(`[]`))
+	withNet := valid()
+	withNet.Network = validNetwork()
+	b, _ = withNet.Encode()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := Decode(bytes.NewReader(in))
 		if err != nil {

@@ -36,6 +36,19 @@ type Record struct {
 	// Snapshot names the snapshot the VM was restored from; `snapshot rm`
 	// refuses to delete a snapshot that records still name.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Net is the VM's network; nil: no NIC.
+	Net *NetInfo `json:"net,omitempty"`
+}
+
+// NetInfo is where a VM sits on its network. The network's record holds the
+// allocation; this copy is for listings and for booting the VM again.
+type NetInfo struct {
+	Network string `json:"network"`
+	Mode    string `json:"mode"`
+	IP      string `json:"ip,omitempty"`
+	MAC     string `json:"mac,omitempty"`
+	// Publish holds the -p specs in canonical form (IP:HOST:GUEST/proto).
+	Publish []string `json:"publish,omitempty"`
 }
 
 // Boot is the immutable inputs of a VM's cold boot.

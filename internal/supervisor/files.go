@@ -39,6 +39,16 @@ type Config struct {
 	// Remove lists files the VMM alone uses (its guest RAM file), deleted
 	// once it has exited so a stopped VM does not keep them on disk.
 	Remove []string `json:"remove,omitempty"`
+	// Publish lists host ports forwarded to the guest while the VM runs.
+	Publish []Publish `json:"publish,omitempty"`
+}
+
+// Publish is one host listener proxied to an address of the guest (bridged
+// networks, where the host can reach the guest's IP).
+type Publish struct {
+	Proto  string `json:"proto"`  // "tcp" or "udp"
+	Listen string `json:"listen"` // host "ip:port"
+	Target string `json:"target"` // guest "ip:port"
 }
 
 // FirstListenFD is the descriptor number of Config.Listen[0] in the VMM.

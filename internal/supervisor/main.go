@@ -79,8 +79,15 @@ func run(dir string, log *slog.Logger) error {
 		writeJSON(filepath.Join(dir, ExitFile), Exit{Code: -1, Error: err.Error(), Time: time.Now()})
 		return err
 	}
+	// Published ports are bound before the VMM starts: a port taken fails
+	// the start as plainly as a VMM that cannot run.
+	pub, err := bindPublish(cfg.Publish, log)
+	if err != nil {
+		return failed(err)
+	}
 	listeners, err := listenAll(cfg.Listen)
 	if err != nil {
+		pub.close()
 		return failed(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -105,8 +112,10 @@ func run(dir string, log *slog.Logger) error {
 	if err != nil {
 		cancel()
 		consoleDone()
+		pub.close()
 		return failed(err)
 	}
+	stopPublish := pub.serve(ctx)
 	if pids.VMM, err = ReadProc(vmm.Process.Pid); err != nil {
 		log.Warn("read vmm identity", "err", err) // it exited already; Wait reports how
 		pids.VMM = Proc{Pid: vmm.Process.Pid}
@@ -126,6 +135,9 @@ func run(dir string, log *slog.Logger) error {
 		werr = stopVMM(cfg, pids.VMM, waited, log)
 	}
 	cancel()
+	// Free the host ports before the exit is recorded, so a new start can
+	// bind them at once.
+	stopPublish()
 	consoleDone()
 	ex := exitOf(vmm.ProcessState, werr)
 	log.Info("vmm exited", "code", ex.Code, "signal", ex.Signal)

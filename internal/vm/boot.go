@@ -36,6 +36,14 @@ func guestConfig(rec *store.Record, be backend.Backend) *guestcfg.Config {
 func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backend, spec backend.Spec, timeout time.Duration, p *progress) error {
 	cfgPath := filepath.Join(rec.Dir, configDriveFile)
 	gc := guestConfig(rec, be)
+	lease, err := m.attachNet(ctx, rec, &spec)
+	if err != nil {
+		_, err = m.fail(rec, fmt.Errorf("network: %w", err))
+		return err
+	}
+	if lease != nil {
+		gc.Network = lease.Guest()
+	}
 	// Agent authentication: a fresh guest key per boot (keys.go).
 	if err := m.provisionAgentKeys(rec.Dir, gc); err != nil {
 		_, err = m.fail(rec, fmt.Errorf("agent keys: %w", err))

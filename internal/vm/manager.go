@@ -10,6 +10,7 @@ import (
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/config"
+	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/store"
 )
@@ -20,6 +21,7 @@ type Manager struct {
 	Config *config.Config
 	Store  *store.Store
 	Log    *slog.Logger
+	nets   *network.Manager
 }
 
 // New builds a Manager from resolved directories and the user's config.

@@ -143,5 +143,10 @@ func (m *Manager) Remove(ctx context.Context, name string, force bool) error {
 			}
 		}
 	}
+	// The network place goes before the record: a crash in between leaves
+	// a record that rm cleans again, never an address no record owns.
+	if err := m.detachNet(ctx, rec); err != nil {
+		return fmt.Errorf("remove %s: release its network address: %w", name, err)
+	}
 	return m.Store.Remove(name)
 }

@@ -60,6 +60,16 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name,
 		Sources: map[string]string{"image": SourceSnapshot, "backend": SourceSnapshot, "cpus": SourceSnapshot, "memory_mib": SourceSnapshot},
 	}
+	netName := o.Network
+	if netName == "" {
+		netName = s.Network
+	}
+	if netName == "" {
+		netName = "none"
+	}
+	if err := planNet(rec, netName, o.Publish, be); err != nil {
+		return nil, err
+	}
 	unlock, err := m.create(rec)
 	if err != nil {
 		return nil, err
@@ -82,6 +92,12 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	}
 	p.emit("restore", "restoring from snapshot "+s.Name)
 	spec := backend.Spec{Name: rec.Name, Dir: rec.Dir, ConfigISO: cfgPath, SerialLog: m.SerialLog(rec.Name)}
+	// Its own address and MAC on the network; the agent takes them on in
+	// post-restore.
+	lease, err := m.attachNet(ctx, rec, &spec)
+	if err != nil {
+		return m.fail(rec, fmt.Errorf("network: %w", err))
+	}
 	h, err := r.Restore(ctx, spec, s.Dir)
 	if err != nil {
 		return m.fail(rec, err)
@@ -92,7 +108,11 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	rec.Started = time.Now().UTC()
 	_ = m.Store.Put(rec)
 	p.emit("agent", "re-provisioning the guest")
-	res, err := m.postRestore(ctx, h, rec.Name, m.bootTimeout(o.BootTimeout))
+	req := proto.PostRestoreRequest{Hostname: rec.Name}
+	if lease != nil {
+		req.Network = lease.Guest()
+	}
+	res, err := m.postRestore(ctx, h, req, m.bootTimeout(o.BootTimeout))
 	if err != nil {
 		if ctx.Err() != nil {
 			killQuietly(h)
@@ -111,16 +131,18 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 
 // postRestore sends the clone its clock, entropy and name, retrying while
 // the agent link re-synchronises after the restore.
-func (m *Manager) postRestore(ctx context.Context, h backend.Handle, name string, timeout time.Duration) (*proto.PostRestoreResult, error) {
-	entropy := make([]byte, 64)
-	if _, err := rand.Read(entropy); err != nil {
+func (m *Manager) postRestore(ctx context.Context, h backend.Handle, req proto.PostRestoreRequest, timeout time.Duration) (*proto.PostRestoreResult, error) {
+	name := req.Hostname
+	req.Entropy = make([]byte, 64)
+	if _, err := rand.Read(req.Entropy); err != nil {
 		return nil, fmt.Errorf("entropy for the guest: %w", err)
 	}
 	ac := m.agentClient(h, name)
 	deadline := time.Now().Add(timeout)
 	for {
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		res, err := ac.PostRestore(actx, proto.PostRestoreRequest{UnixNano: time.Now().UnixNano(), Hostname: name, Entropy: entropy})
+		req.UnixNano = time.Now().UnixNano()
+		res, err := ac.PostRestore(actx, req)
 		cancel()
 		if err == nil {
 			if res.Hostname != name {

@@ -32,6 +32,8 @@ type Snapshot struct {
 	MemoryMiB   int         `json:"memory_mib"`
 	Created     time.Time   `json:"created"`
 	Boot        *store.Boot `json:"boot,omitempty"`
+	// Network is the source's network, which clones join by default.
+	Network string `json:"network,omitempty"`
 	// Filled in when listing, not stored.
 	Dir       string   `json:"dir"`
 	SizeBytes int64    `json:"size_bytes"` // apparent size of every file
@@ -99,6 +101,9 @@ func (m *Manager) SnapshotCreate(ctx context.Context, vmName, snapName string) (
 		Name: snapName, Source: vmName, Backend: rec.Backend, Image: rec.Image, ImageDigest: rec.ImageDigest,
 		CPUs: rec.CPUs, MemoryMiB: rec.MemoryMiB, Created: time.Now().UTC(), Boot: rec.Boot,
 		SaveSecs: time.Since(began).Seconds(),
+	}
+	if rec.Net != nil {
+		s.Network = rec.Net.Network
 	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {

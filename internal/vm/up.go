@@ -27,7 +27,11 @@ type UpOptions struct {
 	ConfigFile string
 	// FromSnapshot restores a new VM from this snapshot instead of booting.
 	FromSnapshot string
-	Progress     Progress
+	// Network is the network to join ("none": no NIC, "user": user-mode
+	// networking); Publish are -p specs.
+	Network  string
+	Publish  []string
+	Progress Progress
 }
 
 // Up builds (or reuses) the image, boots a VM and waits until its agent is
@@ -82,6 +86,9 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	}
 	if vc != nil {
 		rec.VMConfig = vc.Path
+	}
+	if err := planNet(rec, resolveNetwork(o, vc, m), o.Publish, be); err != nil {
+		return nil, err
 	}
 	unlock, err := m.create(rec)
 	if err != nil {

@@ -20,6 +20,7 @@ type VMConfig struct {
 	CPUs      int    `toml:"cpus"`
 	Memory    string `toml:"memory"`     // size string: "512M", "1G"
 	MemoryMiB int    `toml:"memory_mib"` // or a plain MiB count
+	Network   string `toml:"network"`
 
 	// Path is the file the config was read from (for messages and records).
 	Path string `toml:"-"`
@@ -40,7 +41,7 @@ func LoadVMConfig(path string) (*VMConfig, error) {
 // ParseVMConfig decodes VM config bytes; path is used in messages only.
 func ParseVMConfig(path string, b []byte) (*VMConfig, error) {
 	var c VMConfig
-	if err := tomlx.Decode(path, b, &c, "known keys: name, image, backend, cpus, memory, memory_mib"); err != nil {
+	if err := tomlx.Decode(path, b, &c, "known keys: name, image, backend, cpus, memory, memory_mib, network"); err != nil {
 		return nil, err
 	}
 	c.Path = path

@@ -61,9 +61,11 @@ func run(m *testing.M) int {
 	// Drills that need a VMM process (crash, snapshot) run on QEMU: make it
 	// the user's default so auto-selection (Docker first on hosts without
 	// usable KVM) does not change what they test. Conformance tests pass
-	// --backend explicitly.
+	// --backend explicitly. VMs get no NIC unless a test asks for one:
+	// network tests run inside namespaces of their own (net_test.go), so
+	// no test VM ever has a route to the host's real network.
 	if err := os.MkdirAll(filepath.Join(rootDir, "config"), 0o700); err == nil {
-		_ = os.WriteFile(filepath.Join(rootDir, "config", "config.toml"), []byte("default_backend = \"qemu\"\n"), 0o600)
+		_ = os.WriteFile(filepath.Join(rootDir, "config", "config.toml"), []byte("default_backend = \"qemu\"\ndefault_network = \"none\"\n"), 0o600)
 	}
 	baseEnv = append(os.Environ(),
 		"MVM_CACHE_DIR="+cache,

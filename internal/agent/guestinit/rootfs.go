@@ -69,11 +69,7 @@ func Rootfs(c *Console, version string) {
 		Fatal(c, "refusing to serve", err)
 	}
 
-	if err := loopbackUp(); err != nil {
-		stages.Fail(proto.StageNetwork, "lo: "+err.Error())
-	} else {
-		stages.Mark(proto.StageNetwork, "lo up")
-	}
+	networkUp(c, stages, cfg.Network)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	power := func(reboot bool) {
@@ -157,7 +153,7 @@ func applyConfig(c *Console, cfg *guestcfg.Config) {
 }
 
 // loopbackUp sets IFF_UP on lo; the kernel then assigns 127.0.0.1/8 itself.
-// TODO: the real network (addresses, routes, DNS) arrives with internal/network.
+// The NIC, if any, is netcfg's (see networkUp).
 func loopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -3,12 +3,15 @@ package proto
 import (
 	"fmt"
 	"regexp"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 // OpPostRestore re-provisions a guest that was just restored from a
-// snapshot: every clone wakes with the saved clock, the saved RNG state and
-// the saved hostname, so the host sends the present time, fresh entropy and
-// the clone's own name. The answer comes after all of it was applied.
+// snapshot: every clone wakes with the saved clock, the saved RNG state, the
+// saved hostname and the saved network (address, MAC, resolv.conf, hosts),
+// so the host sends the present time, fresh entropy, the clone's own name
+// and its own network. The answer comes after all of it was applied.
 const OpPostRestore = "post-restore"
 
 // MaxPostRestoreEntropy bounds PostRestoreRequest.Entropy.
@@ -19,6 +22,9 @@ type PostRestoreRequest struct {
 	UnixNano int64  `json:"unix_nano,omitempty"` // host wall clock when sent
 	Hostname string `json:"hostname,omitempty"`
 	Entropy  []byte `json:"entropy,omitempty"` // credited to the guest's pool, then the CRNG is reseeded
+	// Network replaces the parent's NIC config, resolv.conf and hosts; nil
+	// leaves the network alone (a VM without a NIC).
+	Network *guestcfg.Network `json:"network,omitempty"`
 }
 
 // PostRestoreResult says what the agent applied.
@@ -28,6 +34,9 @@ type PostRestoreResult struct {
 	Reseeded      bool   `json:"reseeded"`
 	Hostname      string `json:"hostname"`
 	AgentUnixNano int64  `json:"agent_unix_nano"` // guest clock after the step
+	// Network summarises the applied network ("eth0 10.88.0.5/24 via
+	// 10.88.0.1 mtu 1500"); empty when the request had none.
+	Network string `json:"network,omitempty"`
 }
 
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -43,7 +52,7 @@ func (r *PostRestoreRequest) Validate() error {
 	if len(r.Entropy) > MaxPostRestoreEntropy {
 		return fmt.Errorf("entropy: %d bytes, at most %d", len(r.Entropy), MaxPostRestoreEntropy)
 	}
-	return nil
+	return r.Network.Validate() // nil-safe; its errors say "network: ..."
 }
 
 // ParsePostRestore decodes and validates OpPostRestore's args strictly.

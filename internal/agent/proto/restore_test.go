@@ -6,6 +6,9 @@ import (
 	"testing"
 )
 
+const testNetwork = `{"interfaces":[{"mac":"02:00:0a:58:00:06","address":"10.88.0.6/24","gateway":"10.88.0.1","mtu":1500}],` +
+	`"dns":["10.88.0.1"],"search":["default"],"hosts":[{"ip":"10.88.0.6","names":["clone-1","clone-1.default"]}]}`
+
 func TestParsePostRestore(t *testing.T) {
 	tests := []struct {
 		in string
@@ -21,6 +24,10 @@ func TestParsePostRestore(t *testing.T) {
 		{`{"extra":1}`, false},
 		{`{} {}`, false},
 		{`{"entropy":"` + strings.Repeat("A", 8192) + `"}`, false},
+		{`{"network":` + testNetwork + `}`, true},
+		{`{"network":{"interfaces":[]}}`, false},
+		{`{"network":{"interfaces":[{"mac":"nope","address":"10.88.0.6/24"}]}}`, false},
+		{`{"network":{"interfaces":[{"mac":"02:00:0a:58:00:06","address":"10.88.0.6/24"}],"bogus":1}}`, false},
 	}
 	for _, tt := range tests {
 		if _, err := ParsePostRestore([]byte(tt.in)); (err == nil) != tt.ok {
@@ -36,6 +43,7 @@ func FuzzParsePostRestore(f *testing.F) {
 	f.Add([]byte(`{"hostname":"x-y"}`))
 	f.Add([]byte(`{"entropy":null}`))
 	f.Add([]byte(`[`))
+	f.Add([]byte(`{"hostname":"clone-1","network":` + testNetwork + `}`))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r, err := ParsePostRestore(in)
 		if err != nil {

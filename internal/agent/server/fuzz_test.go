@@ -51,6 +51,7 @@ func FuzzHandleConn(f *testing.F) {
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"copy-out","args":{"path":"/"}}`)))
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"diff","args":{"root":"/"}}`)))
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"post-restore","args":{"unix_nano":1,"hostname":"clone","entropy":"AAAA"}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"post-restore","args":{"hostname":"clone","network":{"interfaces":[{"mac":"02:00:0a:58:00:06","address":"10.88.0.6/24","gateway":"10.88.0.1","mtu":1500}],"dns":["10.88.0.1"],"search":["default"],"hosts":[{"ip":"10.88.0.6","names":["clone"]}]}}}`)))
 	// Nothing a fuzzed request does may reach this machine: programs are
 	// refused, copies and diffs are confined to a temp dir, and post-restore
 	// and forward talk to fakes instead of the clock, hostname and network.

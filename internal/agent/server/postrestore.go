@@ -11,7 +11,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mvm-dev/mvm/internal/agent/netcfg"
 	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 // ioctls of random(4), from <linux/random.h>.
@@ -21,16 +23,22 @@ const (
 )
 
 // guestSys is what the agent does to the machine beyond its own processes:
-// post-restore's clock, entropy and hostname, and forward's TCP dial. Tests
-// and fuzzing swap in fakes: run on a host, the real calls would change the
-// host's clock and name, or reach its local services.
+// post-restore's clock, entropy, hostname and network, and forward's TCP
+// dial. Tests and fuzzing swap in fakes: run on a host, the real calls would
+// change the host's clock, name and network, or reach its local services.
 type guestSys struct {
 	dial        func(ctx context.Context, addr string) (net.Conn, error)
 	setClock    func(unixNano int64) error
 	addEntropy  func(b []byte) (reseeded bool, err error)
 	setHostname func(name string) error
 	hostname    func() (string, error)
+	// configureNetwork applies a network config and summarises it.
+	configureNetwork func(ctx context.Context, n *guestcfg.Network) (string, error)
 }
+
+// postRestoreNetworkWait bounds the network step: the NIC is already there
+// after a restore, so this only guards against a wedged netlink.
+const postRestoreNetworkWait = 10 * time.Second
 
 var realGuestSys = guestSys{
 	dial: func(ctx context.Context, addr string) (net.Conn, error) {
@@ -44,11 +52,14 @@ var realGuestSys = guestSys{
 	addEntropy:  addEntropy,
 	setHostname: func(name string) error { return unix.Sethostname([]byte(name)) },
 	hostname:    os.Hostname,
+	configureNetwork: func(ctx context.Context, n *guestcfg.Network) (string, error) {
+		return netcfg.Configure(ctx, n, netcfg.DefaultEtc)
+	},
 }
 
-// postRestore steps the clock, credits fresh entropy, reseeds the CRNG and
-// sets the hostname, then answers with what it did. A clone must not keep
-// its parent's clock, random state or name.
+// postRestore steps the clock, credits fresh entropy, reseeds the CRNG, sets
+// the hostname and reconfigures the network, then answers with what it did.
+// A clone must not keep its parent's clock, random state, name or address.
 func (s *Server) postRestore(w *wire, args json.RawMessage) error {
 	req, err := proto.ParsePostRestore(args)
 	if err != nil {
@@ -74,11 +85,25 @@ func (s *Server) postRestore(w *wire, args json.RawMessage) error {
 			return w.fail(proto.Errorf(proto.CodeInternal, "set hostname: %v", err))
 		}
 	}
+	if req.Network != nil {
+		// Not the connection's context (dispatch does not pass it here): a
+		// half-applied network is worse than finishing after the host left.
+		ctx, cancel := context.WithTimeout(context.Background(), postRestoreNetworkWait)
+		summary, err := s.sys.configureNetwork(ctx, req.Network)
+		cancel()
+		if err != nil {
+			// Health shows it too: the parent's "network" stage no longer holds.
+			s.cfg.Stages.Fail(proto.StageNetwork, err.Error())
+			return w.fail(proto.Errorf(proto.CodeInternal, "configure network: %v", err))
+		}
+		s.cfg.Stages.Mark(proto.StageNetwork, "lo up; "+summary)
+		res.Network = summary
+	}
 	res.Hostname, _ = s.sys.hostname()
 	res.AgentUnixNano = time.Now().UnixNano()
 	// Logged after answering: the console is slow, and the host is waiting.
 	err = respond(w, res)
-	s.log.Info("post-restore applied", "hostname", res.Hostname, "clock_step_ms", res.ClockStepMS, "entropy", res.EntropyBytes)
+	s.log.Info("post-restore applied", "hostname", res.Hostname, "clock_step_ms", res.ClockStepMS, "entropy", res.EntropyBytes, "network", res.Network)
 	return err
 }
 

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +69,8 @@ type launch struct {
 	// the snapshot's file private, copy-on-write, so it never writes it.
 	MemPath  string `json:",omitempty"`
 	MemShare bool   `json:",omitempty"`
+	// NICs are virtio-net devices, each on a TAP or the user-mode stack.
+	NICs []backend.NIC `json:",omitempty"`
 }
 
 // memBackendID names the RAM backend object; it is also the RAM block's id
@@ -195,6 +198,40 @@ func buildArgv(l launch) ([]string, error) {
 	default:
 		return nil, fmt.Errorf("unsupported agent transport %q", l.Transport)
 	}
+	for _, n := range l.NICs {
+		nd, err := netdev(n, l.KVM)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "-netdev", nd, "-device", "virtio-net-device,netdev="+esc(n.ID)+",mac="+n.MAC)
+	}
 	argv = append(argv, "-device", "virtio-rng-device")
 	return argv, nil
+}
+
+// netdev renders a NIC's host side: a TAP we created (QEMU only opens it),
+// or QEMU's user-mode stack with its port forwards.
+func netdev(n backend.NIC, kvm bool) (string, error) {
+	if n.ID == "" || strings.ContainsAny(n.ID, ",=") {
+		return "", fmt.Errorf("invalid NIC id %q", n.ID)
+	}
+	if _, err := net.ParseMAC(n.MAC); err != nil {
+		return "", fmt.Errorf("NIC %s: invalid MAC %q", n.ID, n.MAC)
+	}
+	switch {
+	case n.TAP != "":
+		// vhost-net only helps (and only works) with KVM.
+		return fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no,vhost=%s", n.ID, esc(n.TAP), onOff(kvm)), nil
+	case n.User != nil:
+		u := n.User
+		s := fmt.Sprintf("user,id=%s,net=%s,host=%s,dns=%s,ipv6=off", n.ID, u.Subnet, u.Gateway, u.DNS)
+		for _, f := range u.Forwards {
+			if f.Proto != "tcp" && f.Proto != "udp" {
+				return "", fmt.Errorf("NIC %s: forward protocol %q", n.ID, f.Proto)
+			}
+			s += fmt.Sprintf(",hostfwd=%s:%s:%d-%s:%d", f.Proto, f.HostIP, f.HostPort, u.GuestIP, f.GuestPort)
+		}
+		return s, nil
+	}
+	return "", fmt.Errorf("NIC %s has neither a TAP nor user-mode networking", n.ID)
 }

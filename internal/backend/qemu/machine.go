@@ -15,7 +15,8 @@ var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, 
 // the vsock CID, and how the RAM file is mapped (a source maps its own file
 // shared, a clone the snapshot's file private; neither is in the stream).
 // Device ids, order and every other property must match.
-var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true, "mem-path": true, "share": true}
+// A NIC's MAC is the clone's own: the guest sets it after the restore.
+var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true, "mem-path": true, "share": true, "mac": true}
 
 // blankedFlags take an option string whose perVMKeys are blanked.
 var blankedFlags = map[string]bool{"-drive": true, "-device": true, "-object": true}
@@ -35,7 +36,9 @@ func machineArgs(argv []string) []string {
 			continue
 		}
 		out = append(out, a)
-		if a == "-chardev" && i+1 < len(argv) {
+		// -netdev, like -chardev, is a host-side backend (a TAP or the
+		// user-mode stack) that the stream does not contain.
+		if (a == "-chardev" || a == "-netdev") && i+1 < len(argv) {
 			i++
 			out = append(out, chardevID(argv[i]))
 			continue

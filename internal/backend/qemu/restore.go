@@ -86,6 +86,11 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 			return nil, err
 		}
 	}
+	if len(spec.NICs) != len(l.NICs) {
+		return nil, fmt.Errorf("snapshot has %d network interfaces, the clone would get %d: restore it onto a network (--network) as the source had, or take a snapshot of a VM with the network you want", len(l.NICs), len(spec.NICs))
+	}
+	// Same devices, the clone's own host side and MAC.
+	l.NICs = spec.NICs
 	if l.MemPath, l.MemShare, err = restoreMemory(m, snapDir, dir); err != nil {
 		return nil, err
 	}
@@ -100,7 +105,7 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		return nil, fmt.Errorf("this mvmctl would not rebuild the saved machine: %w", err)
 	}
 	argv = append(argv, "-incoming", "defer")
-	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: m.Accel, Argv: argv, Launch: &l, Snapshot: snapDir}
+	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: m.Accel, Argv: argv, Launch: &l, Snapshot: snapDir, Publish: proxied(spec)}
 	prepared := time.Now()
 	h, err := boot(ctx, dir, rec)
 	if err != nil {

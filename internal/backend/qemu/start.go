@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +64,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		// RAM in a file of the VM's own, mapped shared: a snapshot then
 		// copies the file instead of streaming RAM through QEMU.
 		MemPath: filepath.Join(dir, memFile), MemShare: true,
+		NICs: spec.NICs,
 	}
 	if l.CPUs <= 0 {
 		l.CPUs = 1
@@ -83,8 +86,19 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if err != nil {
 		return nil, err
 	}
-	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: accelName(l.KVM), Argv: argv, Launch: &l}
+	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: accelName(l.KVM), Argv: argv, Launch: &l, Publish: proxied(spec)}
 	return boot(ctx, dir, rec)
+}
+
+// proxied is what the supervisor publishes: ports of TAP-attached guests
+// (user-mode NICs forward their own).
+func proxied(spec backend.Spec) []backend.Publish {
+	for _, n := range spec.NICs {
+		if n.TAP != "" {
+			return spec.Publish
+		}
+	}
+	return nil
 }
 
 func accelName(kvm bool) string {
@@ -132,6 +146,13 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 			cfg.ConsoleSock, cfg.ConsoleLog = l.ConsoleSock, l.SerialLog
 		}
 		cfg.Listen = listenSockets(*l)
+	}
+	for _, p := range rec.Publish {
+		cfg.Publish = append(cfg.Publish, supervisor.Publish{
+			Proto:  p.Proto,
+			Listen: net.JoinHostPort(p.HostIP, strconv.Itoa(p.HostPort)),
+			Target: net.JoinHostPort(p.GuestIP, strconv.Itoa(p.GuestPort)),
+		})
 	}
 	// Guest RAM is worthless once QEMU exits (a cold start makes a fresh
 	// file); only a VM's own file, never a snapshot's it maps private.

@@ -27,6 +27,8 @@ type record struct {
 	Launch *launch `json:"launch,omitempty"`
 	// Snapshot is the directory the VM was restored from, if any.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Publish is what the supervisor forwards to the guest.
+	Publish []backend.Publish `json:"publish,omitempty"`
 }
 
 func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }

@@ -1,0 +1,423 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/network"
+	"github.com/mvm-dev/mvm/internal/network/dns"
+)
+
+func newNetworkCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "network",
+		Aliases: []string{"net"},
+		Short:   "Create, list, inspect and remove VM networks",
+		Long: `VM networks. Every VM joins one ('default' unless up --network says
+otherwise; 'none' gives it no NIC). As root a network is a host bridge with
+NAT out of the uplink, its VMs reach each other by name (web, web.NETWORK)
+and no other network; without privileges it is user-mode networking: the
+VM reaches out and publishes ports, but VMs cannot reach each other.`,
+		Args: exactArgs(0, "a subcommand"),
+	}
+	cmd.AddCommand(newNetworkCreateCommand(g), newNetworkLsCommand(g), newNetworkInspectCommand(g),
+		newNetworkRmCommand(g), newNetworkPruneCommand(g), newNetworkDNSServeCommand(g))
+	return cmd
+}
+
+func newNetworkCreateCommand(g *globals) *cobra.Command {
+	var o network.CreateOptions
+	cmd := &cobra.Command{
+		Use:   "create NAME [--subnet CIDR] [--mode bridge|user] [--internal]",
+		Short: "Create a network",
+		Example: `  mvmctl network create isolated
+  mvmctl network create lab --subnet 10.90.0.0/24
+  mvmctl network create sealed --internal`,
+		Args: exactArgs(1, "the network's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.Name = args[0]
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			n, err := m.Networks().Create(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(g.stdout, netItem(n, m.Networks()))
+			}
+			fmt.Fprintln(g.stdout, n.Name)
+			fmt.Fprintf(g.stderr, "Network %s (%s, %s). Try: mvmctl up --network %s\n", n.Name, n.Mode, n.Subnet, n.Name)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Subnet, "subnet", "", "IPv4 subnet, e.g. 10.90.0.0/24 (default: a free /24; one that collides with the host's routes is refused)")
+	f.StringVar(&o.Mode, "mode", "", "bridge (root or CAP_NET_ADMIN) or user (default: bridge when privileged)")
+	f.BoolVar(&o.Internal, "internal", false, "no route out of the network at all")
+	return cmd
+}
+
+// netView is the `network ls/inspect --json` shape.
+type netView struct {
+	Name      string                `json:"name"`
+	Mode      string                `json:"mode"`
+	Subnet    string                `json:"subnet"`
+	Gateway   string                `json:"gateway"`
+	Bridge    string                `json:"bridge,omitempty"`
+	Internal  bool                  `json:"internal"`
+	MTU       int                   `json:"mtu,omitempty"`
+	Created   time.Time             `json:"created"`
+	VMs       []*network.Attachment `json:"vms"`
+	DNS       string                `json:"dns"`
+	VMToVM    bool                  `json:"vm_to_vm"`
+	Egress    string                `json:"egress"`
+	Firewall  string                `json:"firewall,omitempty"`
+	DNSServer string                `json:"dns_server,omitempty"`
+}
+
+func netItem(n *network.Network, nm *network.Manager) netView {
+	v := netView{Name: n.Name, Mode: n.Mode, Subnet: n.Subnet, Gateway: n.Gateway, Bridge: n.Bridge,
+		Internal: n.Internal, MTU: n.MTU, Created: n.Created, VMs: []*network.Attachment{}}
+	for _, name := range n.VMNames() {
+		v.VMs = append(v.VMs, n.Attached[name])
+	}
+	switch n.Mode {
+	case network.ModeBridge:
+		v.VMToVM = true
+		v.DNS = n.Gateway + ":53 (VM names, then the host's resolvers)"
+		v.Firewall = "nftables table inet " + nm.Table
+		v.DNSServer = "stopped"
+		if nm.DNSRunning(n.Name) {
+			v.DNSServer = "running"
+		}
+		v.Egress = "open (NAT out of the host's uplink)"
+	default:
+		v.DNS = network.UserDNS + " (the host's resolvers, through the VMM)"
+		v.Egress = "open (user-mode NAT in the VMM)"
+	}
+	if n.Internal {
+		v.Egress = "none (internal network)"
+	}
+	return v
+}
+
+func newNetworkLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List networks",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			nets, lerr := m.Networks().List()
+			items := []netView{}
+			for _, n := range nets {
+				items = append(items, netItem(n, m.Networks()))
+			}
+			if g.json {
+				if err := writeJSON(g.stdout, items); err != nil {
+					return err
+				}
+				return lerr
+			}
+			if len(items) == 0 && lerr == nil {
+				fmt.Fprintln(g.stderr, "No networks yet; 'default' is created by the first 'mvmctl up'. Create one with 'mvmctl network create NAME'.")
+				return nil
+			}
+			tw := newTable(g.stdout)
+			fmt.Fprintln(tw, "NAME\tMODE\tSUBNET\tGATEWAY\tVMS\tFLAGS")
+			for _, it := range items {
+				flags := []string{}
+				if it.Internal {
+					flags = append(flags, "internal")
+				}
+				if !it.VMToVM {
+					flags = append(flags, "no-vm-to-vm")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", it.Name, it.Mode, it.Subnet, it.Gateway, len(it.VMs), strings.Join(flags, ","))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			return lerr
+		},
+	}
+}
+
+func newNetworkInspectCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a network: subnet, mode, attached VMs with their addresses, what it allows",
+		Args:  exactArgs(1, "the network's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			n, err := m.Networks().Get(args[0])
+			if err != nil {
+				return err
+			}
+			v := netItem(n, m.Networks())
+			if g.json {
+				return writeJSON(g.stdout, v)
+			}
+			tw := newTable(g.stdout)
+			fmt.Fprintf(tw, "Name:\t%s\n", v.Name)
+			fmt.Fprintf(tw, "Mode:\t%s\n", v.Mode)
+			fmt.Fprintf(tw, "Subnet:\t%s\n", v.Subnet)
+			fmt.Fprintf(tw, "Gateway:\t%s\n", v.Gateway)
+			if v.Bridge != "" {
+				fmt.Fprintf(tw, "Bridge:\t%s (MTU %d)\n", v.Bridge, v.MTU)
+				fmt.Fprintf(tw, "Firewall:\t%s\n", v.Firewall)
+				fmt.Fprintf(tw, "DNS server:\t%s\n", v.DNSServer)
+			}
+			fmt.Fprintf(tw, "DNS:\t%s\n", v.DNS)
+			fmt.Fprintf(tw, "Egress:\t%s\n", v.Egress)
+			if v.VMToVM {
+				fmt.Fprintf(tw, "VM to VM:\tyes, within this network only\n")
+			} else {
+				fmt.Fprintf(tw, "VM to VM:\tno (user mode: each VM has its own NAT; use a bridged network as root for that)\n")
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(v.VMs) == 0 {
+				fmt.Fprintln(g.stdout, "VMs: none")
+				return nil
+			}
+			fmt.Fprintln(g.stdout, "VMs:")
+			tw = newTable(g.stdout)
+			fmt.Fprintln(tw, "  NAME\tIP\tMAC\tTAP\tPORTS")
+			for _, a := range v.VMs {
+				var ports []string
+				for _, p := range a.Ports {
+					ports = append(ports, p.String())
+				}
+				tap := a.TAP
+				if tap == "" {
+					tap = "-"
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.VM, a.IP, a.MAC, tap, strings.Join(ports, ","))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newNetworkRmCommand(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove networks (refused while VMs use them)",
+		Long: `Remove networks: the record, the bridge, its rules and its DNS server.
+A network VMs are attached to is refused, naming them. -f detaches stopped
+VMs (they boot with no network until recreated) and says so; it never stops
+a running VM.`,
+		Args: minArgs(1, "at least one network name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			running := func(vm string) bool {
+				rec, err := m.Get(cmd.Context(), vm)
+				return err == nil && (rec.State == "running" || rec.State == "paused" || rec.State == "starting")
+			}
+			for _, name := range args {
+				notes, err := m.Networks().Remove(cmd.Context(), name, force, running)
+				for _, n := range notes {
+					fmt.Fprintln(g.stderr, n)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(g.stdout, name)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "detach stopped VMs first (never stops a running one)")
+	return cmd
+}
+
+func newNetworkPruneCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "prune",
+		Short: "Remove every network no VM uses (default stays)",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			if err := m.Networks().Reconcile(cmd.Context(), m.Store.Exists); err != nil {
+				return err
+			}
+			removed, err := m.Networks().Prune(cmd.Context())
+			if g.json {
+				if removed == nil {
+					removed = []string{}
+				}
+				if jerr := writeJSON(g.stdout, removed); jerr != nil {
+					return jerr
+				}
+				return err
+			}
+			for _, n := range removed {
+				fmt.Fprintln(g.stdout, n)
+			}
+			return err
+		},
+	}
+}
+
+// newNetworkDNSServeCommand is the DNS server of one bridged network, run
+// in the background by up (not for people to type). It answers VM names
+// from the network's record and forwards the rest to the host's current
+// resolvers; it ends when the network's record goes away or on SIGTERM.
+func newNetworkDNSServeCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "dns-serve NAME",
+		Short:  "Serve DNS for a network (started by up; internal)",
+		Hidden: true,
+		Args:   exactArgs(1, "the network's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			nm := m.Networks()
+			name := args[0]
+			n, err := nm.Get(name)
+			if err != nil {
+				return err
+			}
+			if n.Mode != network.ModeBridge {
+				return fmt.Errorf("network %s is %s mode: its VMM serves DNS", name, n.Mode)
+			}
+			gw, err := netip.ParseAddr(n.Gateway)
+			if err != nil {
+				return fmt.Errorf("network %s: bad gateway %q", name, n.Gateway)
+			}
+			names := &vmNames{path: filepath.Join(nm.Store.Dir(), name+".json"), get: func() (*network.Network, error) { return nm.Get(name) }}
+			names.refresh()
+			srv, err := dns.New(dns.Config{
+				Zone:    name,
+				Listen:  netip.AddrPortFrom(gw, 53).String(),
+				Lookup:  names.lookup,
+				Reverse: names.reverse,
+				Self:    []netip.Addr{gw},
+				Log:     g.log,
+			})
+			if err != nil {
+				return err
+			}
+			if err := srv.Start(); err != nil {
+				return err
+			}
+			if err := nm.WriteDNSPid(name); err != nil {
+				srv.Close()
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			go names.watch(ctx, stop)
+			g.log.Info("dns serving", "network", name, "listen", gw)
+			<-ctx.Done()
+			return srv.Close()
+		},
+	}
+}
+
+// vmNames is the DNS server's view of a network's VMs, refreshed when the
+// record file changes.
+type vmNames struct {
+	path  string
+	get   func() (*network.Network, error)
+	mtime time.Time
+	cur   atomic.Pointer[map[string]netip.Addr]
+}
+
+func (v *vmNames) refresh() bool {
+	fi, err := os.Stat(v.path)
+	if err != nil {
+		return false // record gone: the network was removed
+	}
+	if fi.ModTime().Equal(v.mtime) && v.cur.Load() != nil {
+		return true
+	}
+	n, err := v.get()
+	if err != nil {
+		return true // torn read is impossible (atomic writes); keep the old view
+	}
+	m := map[string]netip.Addr{}
+	for name, a := range n.Attached {
+		if ip, err := netip.ParseAddr(a.IP); err == nil {
+			m[name] = ip
+		}
+	}
+	v.cur.Store(&m)
+	v.mtime = fi.ModTime()
+	return true
+}
+
+func (v *vmNames) watch(ctx context.Context, stop func()) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if !v.refresh() {
+				stop()
+				return
+			}
+		}
+	}
+}
+
+func (v *vmNames) lookup(name string) (netip.Addr, bool) {
+	m := v.cur.Load()
+	if m == nil {
+		return netip.Addr{}, false
+	}
+	ip, ok := (*m)[name]
+	return ip, ok
+}
+
+func (v *vmNames) reverse(ip netip.Addr) (string, bool) {
+	m := v.cur.Load()
+	if m == nil {
+		return "", false
+	}
+	var hits []string
+	for name, a := range *m {
+		if a == ip {
+			hits = append(hits, name)
+		}
+	}
+	if len(hits) == 0 {
+		return "", false
+	}
+	sort.Strings(hits)
+	return hits[0], true
+}
