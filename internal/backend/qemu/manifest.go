@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mvm-dev/mvm/internal/backend"
 	"os"
 	"path/filepath"
 	"slices"
@@ -69,6 +70,9 @@ type Manifest struct {
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`
 	Transport string `json:"transport"`
+	// NICs are the network devices' ids, in order: a clone gets devices of
+	// the same ids with its own host side (TAP or user-mode) and MAC.
+	NICs []string `json:"nics,omitempty"`
 
 	Disks      []SnapshotDisk `json:"disks"` // in attach order
 	State      string         `json:"state"` // file name inside the snapshot dir
@@ -230,7 +234,17 @@ func (m Manifest) launchFrom() launch {
 		Arch: m.Arch, Binary: m.Binary, KVM: m.Accel == "kvm", ACPI: m.ACPI, TSCKHz: m.TSCKHz,
 		Kernel: m.Kernel, Initrd: m.Initrd, Cmdline: m.Cmdline,
 		CPUs: m.CPUs, MemoryMiB: m.MemoryMiB, Transport: m.Transport,
+		NICs: nicPlaceholders(m.NICs),
 	}
+}
+
+// nicPlaceholders stands for the saved NICs until the clone's replace them.
+func nicPlaceholders(ids []string) []backend.NIC {
+	var out []backend.NIC
+	for _, id := range ids {
+		out = append(out, backend.NIC{ID: id})
+	}
+	return out
 }
 
 // caps returns the migration capabilities to set on a destination.

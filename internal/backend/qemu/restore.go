@@ -90,6 +90,11 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		return nil, fmt.Errorf("snapshot has %d network interfaces, the clone would get %d: restore it onto a network (--network) as the source had, or take a snapshot of a VM with the network you want", len(l.NICs), len(spec.NICs))
 	}
 	// Same devices, the clone's own host side and MAC.
+	for i, n := range spec.NICs {
+		if n.ID != l.NICs[i].ID {
+			return nil, fmt.Errorf("snapshot's network interface %d is %q, the clone's is %q", i, l.NICs[i].ID, n.ID)
+		}
+	}
 	l.NICs = spec.NICs
 	if l.MemPath, l.MemShare, err = restoreMemory(m, snapDir, dir); err != nil {
 		return nil, err

@@ -114,6 +114,9 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 		State: stateName, SourceArgv: h.rec.Argv,
 		MemBackend: l.MemPath != "", Capabilities: caps,
 	}
+	for _, n := range l.NICs {
+		m.NICs = append(m.NICs, n.ID)
+	}
 	if m.StateBytes, err = saveState(ctx, c, filepath.Join(dst, stateName), caps); err != nil {
 		return err
 	}

@@ -1,0 +1,366 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+)
+
+// A netLab is a small world of network namespaces for one test: "host",
+// where mvmctl runs (its bridges, TAPs, nftables rules and DNS servers all
+// live there), and "inet", a fake internet reached through the host's only
+// default route, holding a web server and DNS servers at test addresses.
+// Nothing a VM sends can leave these namespaces.
+type netLab struct {
+	host, inet string
+	env        []string
+	resolvConf string // the host namespace's /etc/resolv.conf
+	// answer is what the fake internet's DNS says web.test is.
+	answer atomic.Value
+}
+
+// Fake internet addresses (198.18.0.0/15 is reserved for benchmarking).
+const (
+	labHostAddr = "198.18.0.2"
+	labInetAddr = "198.18.0.1"
+	labWebIP    = "198.18.1.10"
+	labWebIP2   = "198.18.1.11"
+	labDNS1     = "198.18.1.53"
+	labDNS2     = "198.18.1.54"
+	labWebBody  = "hello from the fake internet"
+)
+
+func newNetLab(t *testing.T) *netLab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces, bridges and TAPs")
+	}
+	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
+	l := &netLab{host: "mvmh" + id, inet: "mvmi" + id}
+	l.answer.Store(labWebIP)
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", l.host)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.host).Run() })
+	ip("netns", "add", l.inet)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.inet).Run() })
+	ip("link", "add", "up0", "netns", l.host, "type", "veth", "peer", "name", "down0", "netns", l.inet)
+	ip("-n", l.host, "link", "set", "lo", "up")
+	ip("-n", l.host, "addr", "add", labHostAddr+"/24", "dev", "up0")
+	ip("-n", l.host, "link", "set", "up0", "up")
+	ip("-n", l.host, "route", "add", "default", "via", labInetAddr)
+	ip("-n", l.inet, "link", "set", "lo", "up")
+	ip("-n", l.inet, "addr", "add", labInetAddr+"/24", "dev", "down0")
+	ip("-n", l.inet, "link", "set", "down0", "up")
+	for _, a := range []string{labWebIP, labWebIP2, labDNS1, labDNS2} {
+		ip("-n", l.inet, "addr", "add", a+"/32", "dev", "lo")
+	}
+	// ip netns exec bind-mounts this over /etc/resolv.conf for mvmctl and
+	// everything it starts.
+	etc := filepath.Join("/etc/netns", l.host)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	l.resolvConf = filepath.Join(etc, "resolv.conf")
+	l.setResolver(t, labDNS1)
+
+	l.serveInet(t)
+
+	dir := t.TempDir()
+	l.env = append(os.Environ(),
+		"MVM_CACHE_DIR="+envValue(baseEnv, "MVM_CACHE_DIR"),
+		"MVM_STATE_DIR="+filepath.Join(dir, "state"),
+		"MVM_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"MVM_SHARE_DIR="+filepath.Join(dir, "share"),
+	)
+	_ = os.MkdirAll(filepath.Join(dir, "config"), 0o700)
+	_ = os.WriteFile(filepath.Join(dir, "config", "config.toml"), []byte("default_backend = \"qemu\"\ndefault_memory_mib = 128\n"), 0o600)
+	t.Cleanup(func() { l.removeAll(t) })
+	return l
+}
+
+func envValue(env []string, key string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(env[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// setResolver rewrites the host namespace's resolv.conf in place, as a VPN
+// client would (a rename would not show through the bind mount).
+func (l *netLab) setResolver(t *testing.T, server string) {
+	t.Helper()
+	if err := os.WriteFile(l.resolvConf, []byte("nameserver "+server+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inNS runs fn on a thread inside namespace ns. Sockets fn opens stay in
+// ns afterwards, whichever thread uses them.
+func inNS(t *testing.T, ns string, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("in namespace %s: %v", ns, err)
+	}
+}
+
+// serveInet starts the fake internet's servers: HTTP on both web
+// addresses, and two DNS servers that answer web.test differently, so a
+// test can tell which resolver answered.
+func (l *netLab) serveInet(t *testing.T) {
+	var lns []net.Listener
+	var pcs []net.PacketConn
+	inNS(t, l.inet, func() error {
+		for _, a := range []string{labWebIP, labWebIP2} {
+			ln, err := net.Listen("tcp", a+":80")
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+		}
+		for _, a := range []string{labDNS1, labDNS2} {
+			pc, err := net.ListenPacket("udp", a+":53")
+			if err != nil {
+				return err
+			}
+			pcs = append(pcs, pc)
+		}
+		return nil
+	})
+	for _, ln := range lns {
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func() {
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(10 * time.Second))
+					buf := make([]byte, 4096)
+					c.Read(buf)
+					fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(labWebBody), labWebBody)
+				}()
+			}
+		}()
+	}
+	for i, pc := range pcs {
+		answer := func() string { return l.answer.Load().(string) }
+		if i == 1 {
+			answer = func() string { return labWebIP2 }
+		}
+		srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+			m := new(dns.Msg)
+			m.SetReply(r)
+			if len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, "web.test.") && r.Question[0].Qtype == dns.TypeA {
+				rr, _ := dns.NewRR("web.test. 30 IN A " + answer())
+				m.Answer = append(m.Answer, rr)
+			} else if len(r.Question) == 1 && r.Question[0].Qtype != dns.TypeA && strings.EqualFold(r.Question[0].Name, "web.test.") {
+				// NOERROR, no data
+			} else {
+				m.Rcode = dns.RcodeNameError
+			}
+			w.WriteMsg(m)
+		})}
+		go srv.ActivateAndServe()
+		t.Cleanup(func() { srv.Shutdown() })
+	}
+}
+
+// run runs mvmctl inside the host namespace.
+func (l *netLab) run(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.host, mvmctl}, args...)...)
+	cmd.Env = l.env
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	r := result{stdout: so.String(), stderr: se.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("mvmctl %v: %v\n%s", args, err, r)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("mvmctl %v: timed out after %s\n%s", args, timeout, r)
+	}
+	return r
+}
+
+// kill9 starts mvmctl in the host namespace and kills it with SIGKILL after d.
+func (l *netLab) kill9(t *testing.T, d time.Duration, args ...string) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.host, mvmctl}, args...)...)
+	cmd.Env = l.env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d)
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+func (l *netLab) must(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	r := l.run(t, timeout, args...)
+	if r.code != 0 {
+		t.Fatalf("mvmctl %v failed:\n%s", args, r)
+	}
+	return r
+}
+
+// sh runs a shell command in a VM.
+func (l *netLab) sh(t *testing.T, vm, script string) result {
+	t.Helper()
+	return l.run(t, time.Minute, "exec", vm, "--", "sh", "-c", script)
+}
+
+// httpGet fetches url from the host namespace (where published ports are).
+func (l *netLab) httpGet(t *testing.T, addr string) (string, error) {
+	t.Helper()
+	var c net.Conn
+	var derr error
+	inNS(t, l.host, func() error {
+		c, derr = net.DialTimeout("tcp", addr, 5*time.Second)
+		return nil
+	})
+	if derr != nil {
+		return "", derr
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+	b, err := io.ReadAll(c)
+	return string(b), err
+}
+
+// vmIP is the VM's address as ls reports it.
+func (l *netLab) vmIP(t *testing.T, vm string) string {
+	t.Helper()
+	var items []struct {
+		Name, IP, Network string
+	}
+	r := l.must(t, time.Minute, "ls", "-a", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &items); err != nil {
+		t.Fatalf("ls --json: %v\n%s", err, r)
+	}
+	for _, it := range items {
+		if it.Name == vm {
+			return it.IP
+		}
+	}
+	t.Fatalf("VM %s not listed:\n%s", vm, r)
+	return ""
+}
+
+// removeAll removes every VM, snapshot and network of the lab.
+func (l *netLab) removeAll(t *testing.T) {
+	var items []struct{ Name string }
+	if r := l.run(t, time.Minute, "ls", "-a", "--json"); r.code == 0 {
+		_ = json.Unmarshal([]byte(r.stdout), &items)
+	}
+	for _, it := range items {
+		l.run(t, time.Minute, "rm", "-f", it.Name)
+	}
+	var snaps []struct{ Name string }
+	if r := l.run(t, time.Minute, "snapshot", "ls", "--json"); r.code == 0 {
+		_ = json.Unmarshal([]byte(r.stdout), &snaps)
+	}
+	for _, s := range snaps {
+		l.run(t, time.Minute, "snapshot", "rm", "-f", s.Name)
+	}
+	var nets []struct{ Name string }
+	if r := l.run(t, time.Minute, "network", "ls", "--json"); r.code == 0 {
+		_ = json.Unmarshal([]byte(r.stdout), &nets)
+	}
+	for _, n := range nets {
+		l.run(t, time.Minute, "network", "rm", n.Name)
+	}
+}
+
+// hostState is what the host namespace has: links, addresses, routes and
+// nftables tables, one sorted line each.
+func (l *netLab) hostState(t *testing.T) string {
+	t.Helper()
+	var lines []string
+	for _, args := range [][]string{
+		{"-n", l.host, "-br", "link", "show"},
+		{"-n", l.host, "-br", "addr", "show"},
+		{"-n", l.host, "route", "show"},
+	} {
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v", args, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			lines = append(lines, args[3]+": "+strings.Join(strings.Fields(line), " "))
+		}
+	}
+	inNS(t, l.host, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := c.ListTables()
+		if err != nil {
+			return err
+		}
+		for _, tb := range tables {
+			lines = append(lines, "nft table: "+tb.Name)
+		}
+		return nil
+	})
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
