@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -219,4 +220,37 @@ func TestNetworkUpRmCycles(t *testing.T) {
 	if after := l.hostState(t); after != before {
 		t.Fatalf("host namespace changed after 20 cycles:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
+}
+
+// TestNetworkUnprivileged: an ordinary user (no CAP_NET_ADMIN) gets
+// user-mode networking on the default network: the VM reaches the fake
+// internet by name and a published port answers, with no bridge, TAP or
+// rule made on the host.
+func TestNetworkUnprivileged(t *testing.T) {
+	l := newNetLab(t)
+	u := l.unprivileged(t, 65534)
+	before := l.hostState(t)
+	const port = "127.0.0.1:18082"
+	u.must(t, bootTimeout, "up", "--backend", "qemu", "--image", "http", "--name", "plain", "-p", port+":80")
+	t.Cleanup(func() { u.run(t, time.Minute, "rm", "-f", "plain") })
+	var n struct {
+		Mode   string `json:"mode"`
+		VMToVM bool   `json:"vm_to_vm"`
+		VMs    []struct{ VM, IP string }
+	}
+	r := u.must(t, time.Minute, "network", "inspect", "default", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &n); err != nil || n.Mode != "user" || n.VMToVM || len(n.VMs) != 1 || n.VMs[0].VM != "plain" {
+		t.Fatalf("inspect of an unprivileged default network: %v\n%s", err, r)
+	}
+	if body, err := l.httpGet(t, port); err != nil || !strings.Contains(body, "It works") {
+		t.Fatalf("GET %s: %v\n%s", port, err, body)
+	}
+	r = u.sh(t, "plain", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 web.test 80`)
+	if r.code != 0 || !strings.Contains(r.stdout, labWebBody) {
+		t.Fatalf("user-mode egress as an ordinary user:\n%s", r)
+	}
+	if after := l.hostState(t); after != before {
+		t.Fatalf("an unprivileged VM changed the host namespace:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	u.must(t, time.Minute, "rm", "-f", "plain")
 }

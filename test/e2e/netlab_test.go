@@ -30,6 +30,10 @@ import (
 type netLab struct {
 	host, inet string
 	env        []string
+	// prefix runs before mvmctl inside the namespace (setpriv for an
+	// ordinary user); bin is where that user finds mvmctl.
+	prefix     []string
+	bin        string
 	resolvConf string // the host namespace's /etc/resolv.conf
 	// answer is what the fake internet's DNS says web.test is.
 	answer atomic.Value
@@ -221,7 +225,7 @@ func (l *netLab) run(t *testing.T, timeout time.Duration, args ...string) result
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.host, mvmctl}, args...)...)
+	cmd := exec.CommandContext(ctx, "ip", l.argv(args)...)
 	cmd.Env = l.env
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
@@ -241,7 +245,7 @@ func (l *netLab) run(t *testing.T, timeout time.Duration, args ...string) result
 // kill9 starts mvmctl in the host namespace and kills it with SIGKILL after d.
 func (l *netLab) kill9(t *testing.T, d time.Duration, args ...string) {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", l.host, mvmctl}, args...)...)
+	cmd := exec.Command("ip", l.argv(args)...)
 	cmd.Env = l.env
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -249,6 +253,55 @@ func (l *netLab) kill9(t *testing.T, d time.Duration, args ...string) {
 	time.Sleep(d)
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
+}
+
+// argv is ip's arguments to run mvmctl args in the host namespace.
+func (l *netLab) argv(args []string) []string {
+	bin := mvmctl
+	if l.bin != "" {
+		bin = l.bin
+	}
+	out := append([]string{"netns", "exec", l.host}, l.prefix...)
+	return append(append(out, bin), args...)
+}
+
+// unprivileged returns a view of the lab whose mvmctl runs as uid (no
+// capabilities) with state, cache and binaries of that user's own.
+func (l *netLab) unprivileged(t *testing.T, uid int) *netLab {
+	t.Helper()
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("needs setpriv (util-linux) to run mvmctl as an ordinary user")
+	}
+	dir, err := os.MkdirTemp("", "mvmu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{dir, bin, filepath.Join(dir, "home"), filepath.Join(dir, "config")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, b := range []string{"mvmctl", "mvm-agent", "mvm-supervisor"} {
+		data, err := os.ReadFile(filepath.Join(filepath.Dir(mvmctl), b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(bin, b), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = os.WriteFile(filepath.Join(dir, "config", "config.toml"), []byte("default_memory_mib = 128\n"), 0o644)
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", uid, uid), dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	u := &netLab{host: l.host, inet: l.inet, resolvConf: l.resolvConf, bin: filepath.Join(bin, "mvmctl"),
+		prefix: []string{"setpriv", fmt.Sprintf("--reuid=%d", uid), fmt.Sprintf("--regid=%d", uid), "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}}
+	u.env = []string{"PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME=" + filepath.Join(dir, "home"),
+		"MVM_CACHE_DIR=" + filepath.Join(dir, "cache"), "MVM_STATE_DIR=" + filepath.Join(dir, "state"),
+		"MVM_CONFIG_DIR=" + filepath.Join(dir, "config"), "MVM_SHARE_DIR=" + filepath.Join(dir, "share")}
+	return u
 }
 
 func (l *netLab) must(t *testing.T, timeout time.Duration, args ...string) result {
