@@ -2,9 +2,13 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/termsafe"
+	"github.com/mvm-dev/mvm/internal/vm"
 )
 
 func newDiffCommand(g *globals) *cobra.Command {
@@ -37,19 +41,26 @@ image reads its root filesystem with debugfs (e2fsprogs) and caches it.`,
 			if g.json {
 				return writeJSON(g.stdout, rep)
 			}
-			for _, c := range rep.Changes {
-				if long && len(c.What) > 0 {
-					fmt.Fprintf(g.stdout, "%s %s (%s)\n", c.Kind, c.Path, strings.Join(c.What, ", "))
-					continue
-				}
-				fmt.Fprintf(g.stdout, "%s %s\n", c.Kind, c.Path)
-			}
-			for _, u := range rep.Unreadable {
-				fmt.Fprintf(g.stderr, "warning: not compared: %s\n", u)
-			}
+			printDiff(g.stdout, g.stderr, rep, long)
 			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "say what changed (content, mode, owner, type, link, entries)")
 	return cmd
+}
+
+// printDiff writes one line per change to w, and a warning per path the
+// agent could not read to warn. Paths come from the guest: they are escaped,
+// so a name cannot drive the terminal or forge another line.
+func printDiff(w, warn io.Writer, rep *vm.DiffReport, long bool) {
+	for _, c := range rep.Changes {
+		if long && len(c.What) > 0 {
+			fmt.Fprintf(w, "%s %s (%s)\n", c.Kind, termsafe.String(c.Path), termsafe.String(strings.Join(c.What, ", ")))
+			continue
+		}
+		fmt.Fprintf(w, "%s %s\n", c.Kind, termsafe.String(c.Path))
+	}
+	for _, u := range rep.Unreadable {
+		fmt.Fprintf(warn, "warning: not compared: %s\n", termsafe.String(u))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/mvm-dev/mvm/internal/termsafe"
 	"github.com/mvm-dev/mvm/internal/vm"
 	"github.com/spf13/cobra"
 )
@@ -48,7 +49,8 @@ JSON object: {"time", "vm", "from", "to", "reason"}.`,
 					line = fmt.Sprintf("%s %s %s -> %s", at, c.VM, c.From, c.To)
 				}
 				if c.Reason != "" {
-					line += " (" + c.Reason + ")"
+					// The reason can hold guest console lines.
+					line += " (" + termsafe.String(c.Reason) + ")"
 				}
 				_, err := fmt.Fprintln(g.stdout, line)
 				return err

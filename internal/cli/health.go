@@ -2,8 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/termsafe"
 )
 
 func newHealthCommand(g *globals) *cobra.Command {
@@ -34,19 +38,7 @@ image's health checks (/etc/mvm/health.d). The checks run now unless
 					return err
 				}
 			} else {
-				tw := newTable(g.stdout)
-				fmt.Fprintln(tw, "KIND\tNAME\tSTATUS\tDETAIL")
-				for _, s := range h.Stages {
-					fmt.Fprintf(tw, "stage\t%s\t%s\t%s\n", s.Name, okWord(s.Done, "done", "pending"), s.Detail)
-				}
-				for _, s := range h.Services {
-					fmt.Fprintf(tw, "service\t%s\t%s\t%s\n", s.Name, okWord(s.Running, "running", "stopped"), serviceDetail(s.Pid, s.Restarts, s.Detail))
-				}
-				for _, c := range h.Checks {
-					fmt.Fprintf(tw, "check\t%s\t%s\t%s (%dms)\n", c.Name, okWord(c.OK, "healthy", "UNHEALTHY"), c.Detail, c.DurationMS)
-				}
-				_ = tw.Flush()
-				fmt.Fprintf(g.stdout, "%s: %s\n", args[0], okWord(healthy, "healthy", "not healthy"))
+				printHealth(g.stdout, args[0], h, healthy)
 			}
 			if !healthy {
 				return &ExitError{Code: 1}
@@ -56,6 +48,25 @@ image's health checks (/etc/mvm/health.d). The checks run now unless
 	}
 	cmd.Flags().BoolVar(&cached, "cached", false, "report the latest periodic check results instead of running the checks now")
 	return cmd
+}
+
+// printHealth writes the text form of a health report: one table row per
+// stage, service and check, then the verdict. Names and details come from
+// the guest: they are escaped, one line each.
+func printHealth(w io.Writer, name string, h *proto.HealthResult, healthy bool) {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "KIND\tNAME\tSTATUS\tDETAIL")
+	for _, s := range h.Stages {
+		fmt.Fprintf(tw, "stage\t%s\t%s\t%s\n", termsafe.String(s.Name), okWord(s.Done, "done", "pending"), termsafe.String(s.Detail))
+	}
+	for _, s := range h.Services {
+		fmt.Fprintf(tw, "service\t%s\t%s\t%s\n", termsafe.String(s.Name), okWord(s.Running, "running", "stopped"), serviceDetail(s.Pid, s.Restarts, termsafe.String(s.Detail)))
+	}
+	for _, c := range h.Checks {
+		fmt.Fprintf(tw, "check\t%s\t%s\t%s (%dms)\n", termsafe.String(c.Name), okWord(c.OK, "healthy", "UNHEALTHY"), termsafe.String(c.Detail), c.DurationMS)
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(w, "%s: %s\n", name, okWord(healthy, "healthy", "not healthy"))
 }
 
 func okWord(ok bool, yes, no string) string {

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/termsafe"
 )
 
 // vmItem is the `ls --json` shape: stable field names for scripts.
@@ -102,7 +103,8 @@ func newLsCommand(g *globals) *cobra.Command {
 				}
 				state := it.State
 				if it.Reason != "" && it.State == "failed" {
-					state += " (" + it.Reason + ")"
+					// The reason can hold guest console lines.
+					state += " (" + termsafe.String(it.Reason) + ")"
 				}
 				netName, ip, ports := "-", "-", "-"
 				if it.Network != "" {

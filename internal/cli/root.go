@@ -16,6 +16,7 @@ import (
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/termsafe"
 	"github.com/mvm-dev/mvm/internal/vm"
 )
 
@@ -171,7 +172,9 @@ func markRuntime(c *cobra.Command) {
 	}
 }
 
-// Main runs mvmctl and returns the process exit code.
+// Main runs mvmctl and returns the process exit code. Error messages are
+// escaped as a whole (termsafe.Text): they wrap the guest agent's messages
+// and guest console lines.
 func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot(&globals{stdin: stdin, stdout: stdout, stderr: stderr, process: true})
 	root.SetArgs(args)
@@ -182,7 +185,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	var ee *ExitError
 	if errors.As(err, &ee) {
 		if ee.Err != nil {
-			fmt.Fprintln(stderr, "mvmctl:", ee.Err)
+			fmt.Fprintln(stderr, "mvmctl:", termsafe.Text(ee.Err.Error()))
 		}
 		return ee.Code
 	}
@@ -192,10 +195,10 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			fmt.Fprintln(stderr, "mvmctl: interrupted")
 			return 130
 		}
-		fmt.Fprintln(stderr, "mvmctl:", err)
+		fmt.Fprintln(stderr, "mvmctl:", termsafe.Text(err.Error()))
 		return 1
 	}
-	fmt.Fprintln(stderr, "mvmctl:", err)
+	fmt.Fprintln(stderr, "mvmctl:", termsafe.Text(err.Error()))
 	fmt.Fprintln(stderr, "Run 'mvmctl --help' for usage.")
 	return 2
 }
