@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,13 +32,14 @@ and no other network; without privileges it is user-mode networking: the
 VM reaches out and publishes ports, but VMs cannot reach each other.`,
 		Args: exactArgs(0, "a subcommand"),
 	}
-	cmd.AddCommand(newNetworkCreateCommand(g), newNetworkLsCommand(g), newNetworkInspectCommand(g),
+	cmd.AddCommand(newNetworkCreateCommand(g), newNetworkUpdateCommand(g), newNetworkLsCommand(g), newNetworkInspectCommand(g),
 		newNetworkRmCommand(g), newNetworkPruneCommand(g), newNetworkDNSServeCommand(g))
 	return cmd
 }
 
 func newNetworkCreateCommand(g *globals) *cobra.Command {
 	var o network.CreateOptions
+	var eg egressFlags
 	cmd := &cobra.Command{
 		Use:   "create NAME [--subnet CIDR] [--mode bridge|user] [--internal]",
 		Short: "Create a network",
@@ -47,6 +49,7 @@ func newNetworkCreateCommand(g *globals) *cobra.Command {
 		Args: exactArgs(1, "the network's name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Name = args[0]
+			o.Egress = eg.egress(cmd, nil)
 			m, err := g.manager()
 			if err != nil {
 				return err
@@ -67,6 +70,90 @@ func newNetworkCreateCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.Subnet, "subnet", "", "IPv4 subnet, e.g. 10.90.0.0/24 (default: a free /24; one that collides with the host's routes is refused)")
 	f.StringVar(&o.Mode, "mode", "", "bridge (root or CAP_NET_ADMIN) or user (default: bridge when privileged)")
 	f.BoolVar(&o.Internal, "internal", false, "no route out of the network at all")
+	eg.register(cmd)
+	return cmd
+}
+
+// egressFlags are --egress, --allow and --deny of create and update.
+type egressFlags struct {
+	preset      string
+	allow, deny []string
+}
+
+func (e *egressFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&e.preset, "egress", "", "egress preset: "+strings.Join(network.PresetNames(), ", ")+" (default open; see docs/networking.md)")
+	f.StringArrayVar(&e.allow, "allow", nil, "also allow HOST, *.DOMAIN, CIDR or CIDR:PORT (repeatable; replaces the list on update)")
+	f.StringArrayVar(&e.deny, "deny", nil, "deny CIDR, whatever else allows it (repeatable; replaces the list on update)")
+}
+
+// egress merges the flags given over old (nil for create); nil: no change.
+func (e *egressFlags) egress(cmd *cobra.Command, old *network.Egress) *network.Egress {
+	f := cmd.Flags()
+	if !f.Changed("egress") && !f.Changed("allow") && !f.Changed("deny") {
+		return nil
+	}
+	out := &network.Egress{Preset: network.EgressOpen}
+	if old != nil {
+		*out = *old
+	}
+	if f.Changed("egress") {
+		out.Preset = e.preset
+	}
+	if f.Changed("allow") {
+		out.Allow = nonEmpty(e.allow)
+	}
+	if f.Changed("deny") {
+		out.Deny = nonEmpty(e.deny)
+	}
+	return out
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func newNetworkUpdateCommand(g *globals) *cobra.Command {
+	var eg egressFlags
+	cmd := &cobra.Command{
+		Use:   "update NAME [--egress PRESET] [--allow RULE]... [--deny CIDR]...",
+		Short: "Change a network's egress policy; running VMs follow it at once",
+		Example: `  mvmctl network update lab --egress registries
+  mvmctl network update lab --egress none --allow api.example.com --allow 10.1.2.0/24:443
+  mvmctl network update lab --allow ''   # clear the allow list`,
+		Args: exactArgs(1, "the network's name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			old, err := m.Networks().Get(args[0])
+			if err != nil {
+				return err
+			}
+			e := eg.egress(cmd, old.Egress)
+			if e == nil {
+				return usageError{fmt.Errorf("nothing to update: give --egress, --allow or --deny")}
+			}
+			n, err := m.Networks().Update(cmd.Context(), args[0], network.UpdateOptions{Egress: e})
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return writeJSON(g.stdout, netItem(n, m.Networks()))
+			}
+			fmt.Fprintln(g.stdout, n.Name)
+			fmt.Fprintf(g.stderr, "Network %s: egress %s, in force for its running VMs now.\n", n.Name, n.Egress.Describe())
+			return nil
+		},
+	}
+	eg.register(cmd)
 	return cmd
 }
 
@@ -84,13 +171,16 @@ type netView struct {
 	DNS       string                `json:"dns"`
 	VMToVM    bool                  `json:"vm_to_vm"`
 	Egress    string                `json:"egress"`
+	Policy    *policyView           `json:"policy,omitempty"`
 	Firewall  string                `json:"firewall,omitempty"`
 	DNSServer string                `json:"dns_server,omitempty"`
+	// DockerNetwork is the Docker network its docker-backend VMs join.
+	DockerNetwork string `json:"docker_network,omitempty"`
 }
 
 func netItem(n *network.Network, nm *network.Manager) netView {
 	v := netView{Name: n.Name, Mode: n.Mode, Subnet: n.Subnet, Gateway: n.Gateway, Bridge: n.Bridge,
-		Internal: n.Internal, MTU: n.MTU, Created: n.Created, VMs: []*network.Attachment{}}
+		Internal: n.Internal, MTU: n.MTU, Created: n.Created, VMs: []*network.Attachment{}, DockerNetwork: n.DockerName}
 	for _, name := range n.VMNames() {
 		v.VMs = append(v.VMs, n.Attached[name])
 	}
@@ -110,6 +200,41 @@ func netItem(n *network.Network, nm *network.Manager) netView {
 	}
 	if n.Internal {
 		v.Egress = "none (internal network)"
+	}
+	if n.Mode == network.ModeBridge && !n.Internal {
+		v.Policy = policyOf(n, nm)
+		v.Egress = n.Egress.Describe()
+	}
+	return v
+}
+
+// policyView is what a network's egress policy allows, as enforced.
+type policyView struct {
+	Preset  string            `json:"preset"`
+	Names   []string          `json:"names,omitempty"`
+	CIDRs   []string          `json:"cidrs,omitempty"`
+	Deny    []string          `json:"deny,omitempty"`
+	Dropped map[string]uint64 `json:"dropped,omitempty"` // per VM: packets dropped by the policy
+}
+
+func policyOf(n *network.Network, nm *network.Manager) *policyView {
+	p, err := n.Egress.Compile()
+	if err != nil {
+		return &policyView{Preset: "invalid: " + err.Error()}
+	}
+	v := &policyView{Preset: network.EgressOpen}
+	if n.Egress != nil && n.Egress.Preset != "" {
+		v.Preset = n.Egress.Preset
+	}
+	if !p.Open {
+		v.Names = p.Names()
+		v.Dropped = nm.DropCounters(n)
+	}
+	for _, c := range p.CIDRs {
+		v.CIDRs = append(v.CIDRs, c.String())
+	}
+	for _, d := range p.Deny {
+		v.Deny = append(v.Deny, d.String())
 	}
 	return v
 }
@@ -190,6 +315,19 @@ func newNetworkInspectCommand(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(tw, "DNS:\t%s\n", v.DNS)
 			fmt.Fprintf(tw, "Egress:\t%s\n", v.Egress)
+			if p := v.Policy; p != nil {
+				switch {
+				case p.Preset == network.EgressOpen:
+					fmt.Fprintf(tw, "  allows:\teverything (flagged by doctor)\n")
+				case len(p.Names)+len(p.CIDRs) == 0:
+					fmt.Fprintf(tw, "  allows:\tonly this network's VMs and its DNS for their names\n")
+				default:
+					fmt.Fprintf(tw, "  allows:\t%s\n", strings.Join(append(append([]string{}, p.Names...), p.CIDRs...), " "))
+				}
+				if len(p.Deny) > 0 {
+					fmt.Fprintf(tw, "  denies:\t%s\n", strings.Join(p.Deny, " "))
+				}
+			}
 			if v.VMToVM {
 				fmt.Fprintf(tw, "VM to VM:\tyes, within this network only\n")
 			} else {
@@ -204,7 +342,7 @@ func newNetworkInspectCommand(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(g.stdout, "VMs:")
 			tw = newTable(g.stdout)
-			fmt.Fprintln(tw, "  NAME\tIP\tMAC\tTAP\tPORTS")
+			fmt.Fprintln(tw, "  NAME\tIP\tMAC\tTAP\tPORTS\tDROPPED")
 			for _, a := range v.VMs {
 				var ports []string
 				for _, p := range a.Ports {
@@ -214,7 +352,11 @@ func newNetworkInspectCommand(g *globals) *cobra.Command {
 				if tap == "" {
 					tap = "-"
 				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.VM, a.IP, a.MAC, tap, strings.Join(ports, ","))
+				dropped := "-"
+				if v.Policy != nil && v.Policy.Dropped != nil {
+					dropped = fmt.Sprint(v.Policy.Dropped[a.VM])
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", a.VM, a.IP, a.MAC, tap, strings.Join(ports, ","), dropped)
 			}
 			return tw.Flush()
 		},
@@ -326,6 +468,24 @@ func newNetworkDNSServeCommand(g *globals) *cobra.Command {
 				Reverse: names.reverse,
 				Self:    []netip.Addr{gw},
 				Log:     g.log,
+				// Egress: a name the policy does not allow is NXDOMAIN; an
+				// allowed one's addresses are let in before the VM hears them.
+				Allow: func(q string) bool {
+					// A stat per forwarded query: a policy change reaches
+					// the very next query, not the next poll.
+					names.refresh()
+					p := names.policy.Load()
+					return p != nil && p.AllowName(q)
+				},
+				OnAnswer: func(q string, addrs []netip.Addr, ttl time.Duration) {
+					net := names.net.Load()
+					if net == nil {
+						return
+					}
+					if err := nm.AllowAddresses(net, addrs, ttl); err != nil {
+						g.log.Warn("egress: could not allow resolved addresses; connections to them will be dropped", "name", q, "addrs", addrs, "err", err)
+					}
+				},
 			})
 			if err != nil {
 				return err
@@ -350,13 +510,18 @@ func newNetworkDNSServeCommand(g *globals) *cobra.Command {
 // vmNames is the DNS server's view of a network's VMs, refreshed when the
 // record file changes.
 type vmNames struct {
-	path  string
-	get   func() (*network.Network, error)
-	mtime time.Time
-	cur   atomic.Pointer[map[string]netip.Addr]
+	mu     sync.Mutex // serialises refresh
+	path   string
+	get    func() (*network.Network, error)
+	mtime  time.Time
+	cur    atomic.Pointer[map[string]netip.Addr]
+	net    atomic.Pointer[network.Network]
+	policy atomic.Pointer[network.Policy]
 }
 
 func (v *vmNames) refresh() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	fi, err := os.Stat(v.path)
 	if err != nil {
 		return false // record gone: the network was removed
@@ -375,6 +540,12 @@ func (v *vmNames) refresh() bool {
 		}
 	}
 	v.cur.Store(&m)
+	v.net.Store(n)
+	if p, err := n.Egress.Compile(); err == nil {
+		v.policy.Store(p)
+	} else {
+		v.policy.Store(&network.Policy{}) // an unreadable policy allows nothing
+	}
 	v.mtime = fi.ModTime()
 	return true
 }

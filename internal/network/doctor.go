@@ -60,6 +60,15 @@ func (m *Manager) Diagnose() []Finding {
 		if err != nil {
 			continue
 		}
+		switch {
+		case n.Internal:
+			out = append(out, Finding{Name: "egress " + n.Name, OK: true, Detail: "internal: no route out"})
+		case n.Egress == nil || n.Egress.Preset == "" || n.Egress.Preset == EgressOpen:
+			out = append(out, Finding{Name: "egress " + n.Name, Warn: true, Detail: "egress " + n.Egress.Describe() + ": its VMs reach anything the host reaches",
+				Fix: fmt.Sprintf("restrict it: mvmctl network update %s --egress registries (or none, dev, with --allow)", n.Name)})
+		default:
+			out = append(out, Finding{Name: "egress " + n.Name, OK: true, Detail: "egress " + n.Egress.Describe()})
+		}
 		if t, bad := conflict(p, host); bad {
 			out = append(out, Finding{Name: "subnet " + n.Name, Detail: fmt.Sprintf("network %s (%s) collides with %s (%s), which appeared after it was made", n.Name, n.Subnet, t.Prefix, t.By),
 				Fix: fmt.Sprintf("remove its VMs and recreate it: mvmctl network rm %s && mvmctl network create %s", n.Name, n.Name)})

@@ -33,7 +33,7 @@ import (
 // direction for our interfaces there, and our own table then decides.
 
 // ruleset renders the table for nets.
-func ruleset(c *nftables.Conn, table string, nets []*Network) error {
+func ruleset(c *nftables.Conn, table string, nets []*Network, keep map[string][]nftables.SetElement) error {
 	t := c.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: table})
 	accept := nftables.ChainPolicyAccept
 	input := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
@@ -63,6 +63,9 @@ func ruleset(c *nftables.Conn, table string, nets []*Network) error {
 		}
 		br := n.Bridge
 		egress := c.AddChain(&nftables.Chain{Name: "egress-" + n.Name, Table: t})
+		if err := egressRules(c, t, egress, n, keep[allowSetName(n)]); err != nil {
+			return err
+		}
 
 		rule(input, append(ifEq(expr.MetaKeyIIFNAME, br), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, accept0())...)...)
 		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
@@ -110,11 +113,16 @@ func applyFirewall(table string, nets []*Network) error {
 	if err != nil {
 		return err
 	}
+	var keep map[string][]nftables.SetElement
 	if exists {
+		// Addresses the DNS server let in stay across a rebuild while
+		// their network's policy is the same (the set's name carries the
+		// policy's hash, so a changed policy starts empty).
+		keep = allowedElements(c, table)
 		c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: table})
 	}
 	if bridged > 0 {
-		if err := ruleset(c, table, nets); err != nil {
+		if err := ruleset(c, table, nets, keep); err != nil {
 			return err
 		}
 	}

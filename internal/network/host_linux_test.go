@@ -5,11 +5,13 @@ package network
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
@@ -197,4 +199,70 @@ func TestUserModeNeedsNoPrivilege(t *testing.T) {
 	if g.Interfaces[0].Gateway != UserGateway || g.DNS[0] != UserDNS {
 		t.Fatalf("guest config %+v", g)
 	}
+}
+
+func TestEgressRules(t *testing.T) {
+	inNetns(t, func() {
+		ctx := context.Background()
+		m := testManager(t)
+		_, err := m.Create(ctx, CreateOptions{Name: "lab", Egress: &Egress{Preset: EgressNone, Allow: []string{"10.1.0.0/16:443"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Attach(ctx, "lab", "a", nil); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := m.Get("lab")
+		c, _ := nftables.New()
+		tb := &nftables.Table{Family: nftables.TableFamilyINet, Name: m.Table}
+		set, err := c.GetSetByName(tb, allowSetName(n))
+		if err != nil {
+			t.Fatalf("allow set missing: %v", err)
+		}
+		if err := m.AllowAddresses(n, []netip.Addr{netip.MustParseAddr("198.18.5.5")}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// Allowing again (a repeated answer) is fine.
+		if err := m.AllowAddresses(n, []netip.Addr{netip.MustParseAddr("198.18.5.5")}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		els, _ := c.GetSetElements(set)
+		if len(els) != 1 || els[0].Expires < time.Minute {
+			t.Fatalf("set elements %+v: want one, living at least the minimum", els)
+		}
+		// Another VM attaching rebuilds the table: the allowed address stays.
+		if _, err := m.Attach(ctx, "lab", "b", nil); err != nil {
+			t.Fatal(err)
+		}
+		if set, err = c.GetSetByName(tb, allowSetName(n)); err != nil {
+			t.Fatal(err)
+		}
+		if els, _ := c.GetSetElements(set); len(els) != 1 {
+			t.Fatalf("rebuild lost the allowed address: %+v", els)
+		}
+		if got := m.DropCounters(n); len(got) != 2 {
+			t.Fatalf("drop counters %v, want one per VM", got)
+		}
+		// A changed policy starts from nothing.
+		n, err = m.Update(ctx, "lab", UpdateOptions{Egress: &Egress{Preset: EgressRegistries}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		set, err = c.GetSetByName(tb, allowSetName(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if els, _ := c.GetSetElements(set); len(els) != 0 {
+			t.Fatalf("new policy kept the old policy's addresses: %+v", els)
+		}
+		if _, err := m.Update(ctx, "lab", UpdateOptions{Egress: &Egress{Preset: "bogus"}}); err == nil {
+			t.Fatal("bad preset accepted")
+		}
+		for _, vm := range []string{"a", "b"} {
+			_ = m.Detach(ctx, "lab", vm)
+		}
+		if _, err := m.Remove(ctx, "lab", false, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

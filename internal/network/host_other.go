@@ -2,7 +2,11 @@
 
 package network
 
-import "errors"
+import (
+	"errors"
+	"net/netip"
+	"time"
+)
 
 // Bridged networking is Linux-only; elsewhere only user mode exists.
 var errNoBridge = errors.New("bridged networking needs Linux")
@@ -21,3 +25,6 @@ func readSysctl(string) string               { return "" }
 
 func nftablesUsable() error { return errNoBridge }
 func dockerUserChain() bool { return false }
+
+func (m *Manager) AllowAddresses(*Network, []netip.Addr, time.Duration) error { return nil }
+func (m *Manager) DropCounters(*Network) map[string]uint64                    { return nil }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mvm-dev/mvm/internal/dockerapi"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
@@ -39,6 +40,10 @@ type Manager struct {
 	// StartDNS starts the network's DNS server in the background (the CLI
 	// re-executes itself); nil starts none.
 	StartDNS func(n *Network) error
+	// Docker is the Engine API client for networks that Docker-backend VMs
+	// join (docker.go); nil uses $DOCKER_HOST's daemon, asked only when a
+	// network has a Docker side.
+	Docker *dockerapi.Client
 }
 
 // NewManager returns a manager for the share dir's networks.
@@ -62,6 +67,7 @@ type CreateOptions struct {
 	Subnet   string // "" picks a free /24
 	Mode     string // "" picks bridge when privileged, else user
 	Internal bool
+	Egress   *Egress // nil: open
 }
 
 // Create makes a new network record and, for bridge mode, its bridge and rules.
@@ -115,6 +121,15 @@ func (m *Manager) newRecord(o CreateOptions) (*Network, error) {
 		return nil, fmt.Errorf("network %s: unknown mode %q: use bridge or user", o.Name, mode)
 	}
 	n := &Network{Name: o.Name, Mode: mode, Internal: o.Internal, Created: time.Now().UTC(), Attached: map[string]*Attachment{}}
+	if o.Egress != nil {
+		if _, err := o.Egress.Compile(); err != nil {
+			return nil, fmt.Errorf("network %s: %w", o.Name, err)
+		}
+		if mode == ModeUser && o.Egress.Preset != EgressOpen {
+			return nil, fmt.Errorf("network %s: user mode cannot enforce an egress policy (the VMM's own NAT reaches everything); use a bridged network (as root) for --egress %s", o.Name, o.Egress.Preset)
+		}
+		n.Egress = o.Egress
+	}
 	if mode == ModeUser {
 		if o.Subnet != "" {
 			return nil, fmt.Errorf("network %s: --subnet applies to bridge mode only (user mode always uses %s)", o.Name, UserSubnet)
@@ -327,7 +342,8 @@ func (m *Manager) Detach(ctx context.Context, name, vm string) error {
 	return m.Store.Put(n)
 }
 
-// Remove deletes a network: refused while VMs are attached (naming them),
+// Remove deletes a network, and its Docker network if containers ever
+// joined it: refused while VMs are attached (naming them),
 // unless force, which is refused too while any of them runs (isRunning).
 // Force detaches stopped VMs, which then boot with no network until
 // attached again, and says so in the returned notes.
@@ -368,6 +384,11 @@ func (m *Manager) Remove(ctx context.Context, name string, force bool, isRunning
 			}
 			notes = append(notes, fmt.Sprintf("detached stopped VM %s from %s", vm, name))
 		}
+	}
+	// The Docker network goes first: the daemon refuses while containers
+	// are on it, and then the record stays for another try.
+	if err := m.removeDockerNetwork(ctx, n); err != nil {
+		return nil, err
 	}
 	m.stopDNS(name)
 	if n.Mode == ModeBridge {

@@ -42,8 +42,14 @@ type Network struct {
 	Created  time.Time `json:"created"`
 	// Attached maps VM name to its place on the network.
 	Attached map[string]*Attachment `json:"attached,omitempty"`
+	// Egress is the outbound policy; nil is "open".
+	Egress *Egress `json:"egress,omitempty"`
 	// Backend-specific state, e.g. the Docker network's ID.
 	DockerID string `json:"docker_id,omitempty"`
+	// DockerName is the Docker network that Docker-backend VMs of this
+	// network join (docker.go); set before the Docker network is created,
+	// so a crash in between leaves a record naming it, never a stray one.
+	DockerName string `json:"docker_name,omitempty"`
 }
 
 // Attachment is one VM's NIC on a network.

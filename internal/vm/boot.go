@@ -72,6 +72,7 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 		_, err = m.fail(rec, fmt.Errorf("start VM %s: %w (serial log: %s)", rec.Name, err, spec.SerialLog))
 		return err
 	}
+	m.recordAddress(ctx, rec, h) // backends that address the guest themselves (docker)
 	return m.awaitAgent(ctx, rec, h, timeout, p)
 }
 

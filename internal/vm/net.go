@@ -96,13 +96,8 @@ func planNet(rec *store.Record, name string, publish []string, be backend.Backen
 			return err
 		}
 	}
-	if be.Name() == "docker" {
-		// The Docker backend attaches containers to Docker's own networks;
-		// that parity lands separately. Say so instead of pretending.
-		if name != network.DefaultName || len(publish) > 0 {
-			return fmt.Errorf("--network %s and -p are not supported on the docker backend yet; use --backend qemu", name)
-		}
-		return nil
+	if be.Name() == dockerBackend && name == network.ModeUser {
+		return errors.New("--network user is the QEMU backend's user-mode stack; on the docker backend a VM joins a named network (default, or one from 'mvmctl network create')")
 	}
 	var specs []string
 	for _, s := range publish {
@@ -116,8 +111,14 @@ func planNet(rec *store.Record, name string, publish []string, be backend.Backen
 	return nil
 }
 
+// dockerBackend is the name of the backend whose VMs are containers on
+// Docker networks (internal/backend/docker).
+const dockerBackend = "docker"
+
 // attachNet (re)takes rec's place on its network and fills spec's NIC and
-// published ports. It is idempotent: start and restart call it again.
+// published ports. It is idempotent: start and restart call it again. The
+// lease is the guest's NIC config; nil for a container, whose NIC Docker
+// configures.
 func (m *Manager) attachNet(ctx context.Context, rec *store.Record, spec *backend.Spec) (*network.Lease, error) {
 	if rec.Net == nil {
 		return nil, nil
@@ -129,6 +130,9 @@ func (m *Manager) attachNet(ctx context.Context, rec *store.Record, spec *backen
 			return nil, fmt.Errorf("VM %s: recorded port %q: %w", rec.Name, s, err)
 		}
 		ports = append(ports, p)
+	}
+	if rec.Backend == dockerBackend {
+		return nil, m.attachDocker(ctx, rec, spec, ports)
 	}
 	lease, err := m.Networks().Attach(ctx, rec.Net.Network, rec.Name, ports)
 	if err != nil {
@@ -151,6 +155,59 @@ func (m *Manager) attachNet(ctx context.Context, rec *store.Record, spec *backen
 	spec.NICs = []backend.NIC{nic}
 	spec.Publish = pub
 	return lease, nil
+}
+
+// attachDocker puts a container on its network's Docker network. Docker
+// assigns the address when the container starts (recordAddress); until
+// then rec keeps the last one it had.
+func (m *Manager) attachDocker(ctx context.Context, rec *store.Record, spec *backend.Spec, ports []network.Port) error {
+	lease, err := m.Networks().AttachDocker(ctx, rec.Net.Network, rec.Name, ports)
+	if err != nil {
+		if errors.Is(err, network.ErrNotFound) {
+			return fmt.Errorf("VM %s is on network %s, which no longer exists: %w", rec.Name, rec.Net.Network, err)
+		}
+		return err
+	}
+	n, a := lease.Network, lease.Attach
+	rec.Net.Mode, rec.Net.IP, rec.Net.MAC = network.ModeDocker, a.IP, a.MAC
+	var pub []backend.Publish
+	for _, p := range ports {
+		pub = append(pub, backend.Publish{Proto: p.Proto, HostIP: p.HostIP, HostPort: p.HostPort, GuestPort: p.GuestPort})
+	}
+	spec.NICs = []backend.NIC{{ID: "net0", Network: n.DockerName}}
+	spec.Publish = pub
+	return nil
+}
+
+// addresser is implemented by handles whose backend, not we, gives the
+// guest its address (Docker).
+type addresser interface {
+	NetAddress(ctx context.Context) (ip, mac string, err error)
+}
+
+// addressWait bounds asking the backend for a started VM's address.
+const addressWait = 10 * time.Second
+
+// recordAddress records the address and MAC the backend gave a started VM
+// on its network, in rec (written by the caller) and in the network's
+// record, so ls, inspect and network inspect show them. Failing to learn
+// them is logged, not fatal: the VM runs and its name resolves regardless.
+func (m *Manager) recordAddress(ctx context.Context, rec *store.Record, h backend.Handle) {
+	ad, ok := h.(addresser)
+	if rec.Net == nil || !ok {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, addressWait)
+	ip, mac, err := ad.NetAddress(actx)
+	cancel()
+	if err == nil {
+		err = m.Networks().SetAddress(rec.Net.Network, rec.Name, ip, mac)
+	}
+	if err != nil {
+		m.Log.Warn("could not record the VM's network address", "vm", rec.Name, "network", rec.Net.Network, "err", err)
+		return
+	}
+	rec.Net.IP, rec.Net.MAC = ip, mac
 }
 
 // detachNet releases rec's network place (rm).

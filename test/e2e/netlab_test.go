@@ -37,6 +37,8 @@ type netLab struct {
 	resolvConf string // the host namespace's /etc/resolv.conf
 	// answer is what the fake internet's DNS says web.test is.
 	answer atomic.Value
+	// udpSeen counts datagrams each named host's UDP service received.
+	udpSeen map[string]*atomic.Int64
 }
 
 // Fake internet addresses (198.18.0.0/15 is reserved for benchmarking).
@@ -50,13 +52,25 @@ const (
 	labWebBody  = "hello from the fake internet"
 )
 
+// labNames are the fake internet's other hosts (egress tests): a name in
+// the registries preset, one in dev only, and two in no preset.
+var labNames = map[string]string{
+	"deb.debian.org.":  "198.18.1.20",
+	"github.com.":      "198.18.1.21",
+	"example.com.":     "198.18.1.22",
+	"api.example.com.": "198.18.1.23",
+}
+
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces, bridges and TAPs")
 	}
 	id := fmt.Sprintf("%d%d", os.Getpid()%10000, time.Now().UnixNano()%1000)
-	l := &netLab{host: "mvmh" + id, inet: "mvmi" + id}
+	l := &netLab{host: "mvmh" + id, inet: "mvmi" + id, udpSeen: map[string]*atomic.Int64{}}
+	for _, a := range labNames {
+		l.udpSeen[a] = new(atomic.Int64)
+	}
 	l.answer.Store(labWebIP)
 	ip := func(args ...string) {
 		t.Helper()
@@ -76,7 +90,11 @@ func newNetLab(t *testing.T) *netLab {
 	ip("-n", l.inet, "link", "set", "lo", "up")
 	ip("-n", l.inet, "addr", "add", labInetAddr+"/24", "dev", "down0")
 	ip("-n", l.inet, "link", "set", "down0", "up")
-	for _, a := range []string{labWebIP, labWebIP2, labDNS1, labDNS2} {
+	addrs := []string{labWebIP, labWebIP2, labDNS1, labDNS2}
+	for _, a := range labNames {
+		addrs = append(addrs, a)
+	}
+	for _, a := range addrs {
 		ip("-n", l.inet, "addr", "add", a+"/32", "dev", "lo")
 	}
 	// ip netns exec bind-mounts this over /etc/resolv.conf for mvmctl and
@@ -163,7 +181,29 @@ func (l *netLab) serveInet(t *testing.T) {
 	var lns []net.Listener
 	var pcs []net.PacketConn
 	inNS(t, l.inet, func() error {
-		for _, a := range []string{labWebIP, labWebIP2} {
+		web := []string{labWebIP, labWebIP2}
+		for _, a := range labNames {
+			web = append(web, a)
+			// A UDP echo service on every named host (egress tests).
+			pc, err := net.ListenPacket("udp", a+":7")
+			if err != nil {
+				return err
+			}
+			t.Cleanup(func() { pc.Close() })
+			seen := l.udpSeen[a]
+			go func() {
+				buf := make([]byte, 2048)
+				for {
+					n, from, err := pc.ReadFrom(buf)
+					if err != nil {
+						return
+					}
+					seen.Add(1)
+					pc.WriteTo(buf[:n], from)
+				}
+			}()
+		}
+		for _, a := range web {
 			ln, err := net.Listen("tcp", a+":80")
 			if err != nil {
 				return err
@@ -205,12 +245,22 @@ func (l *netLab) serveInet(t *testing.T) {
 		srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 			m := new(dns.Msg)
 			m.SetReply(r)
-			if len(r.Question) == 1 && strings.EqualFold(r.Question[0].Name, "web.test.") && r.Question[0].Qtype == dns.TypeA {
-				rr, _ := dns.NewRR("web.test. 30 IN A " + answer())
+			if len(r.Question) != 1 {
+				m.Rcode = dns.RcodeFormatError
+				w.WriteMsg(m)
+				return
+			}
+			q := strings.ToLower(r.Question[0].Name)
+			ip, ok := labNames[q]
+			if q == "web.test." {
+				ip, ok = answer(), true
+			}
+			switch {
+			case ok && r.Question[0].Qtype == dns.TypeA:
+				rr, _ := dns.NewRR(q + " 30 IN A " + ip)
 				m.Answer = append(m.Answer, rr)
-			} else if len(r.Question) == 1 && r.Question[0].Qtype != dns.TypeA && strings.EqualFold(r.Question[0].Name, "web.test.") {
-				// NOERROR, no data
-			} else {
+			case ok: // NOERROR, no data
+			default:
 				m.Rcode = dns.RcodeNameError
 			}
 			w.WriteMsg(m)
@@ -416,4 +466,16 @@ func (l *netLab) hostState(t *testing.T) string {
 	})
 	sort.Strings(lines)
 	return strings.Join(lines, "\n")
+}
+
+// firewall is the host namespace's nftables ruleset and DNS logs, for
+// failure messages.
+func (l *netLab) firewall(t *testing.T) string {
+	out, _ := exec.Command("ip", "netns", "exec", l.host, "nft", "list", "ruleset").CombinedOutput()
+	logs, _ := filepath.Glob(filepath.Join(envValue(l.env, "MVM_STATE_DIR"), "networks", "*.dns.log"))
+	for _, f := range logs {
+		b, _ := os.ReadFile(f)
+		out = append(out, "\n"+f+":\n"+string(b)...)
+	}
+	return string(out)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/mvm-dev/mvm/internal/dockerapi"
 )
@@ -104,6 +105,14 @@ type containerState struct {
 		ExitCode  int    `json:"ExitCode"`
 		Error     string `json:"Error"`
 	} `json:"State"`
+	NetworkSettings struct {
+		// Networks maps Docker network name to the container's endpoint.
+		Networks map[string]struct {
+			NetworkID  string `json:"NetworkID"`
+			IPAddress  string `json:"IPAddress"`
+			MacAddress string `json:"MacAddress"`
+		} `json:"Networks"`
+	} `json:"NetworkSettings"`
 }
 
 func (e *engine) inspect(ctx context.Context, name string) (*containerState, error) {
@@ -133,4 +142,48 @@ func (e *engine) post(ctx context.Context, name, verb string, q url.Values) erro
 func (e *engine) remove(ctx context.Context, name string) error {
 	q := url.Values{"force": {"1"}, "v": {"1"}}
 	return e.do(ctx, http.MethodDelete, "/containers/"+url.PathEscape(name), q, nil, "", nil)
+}
+
+// execWait runs argv in a running container through the exec API, detached
+// from us (no streams), and waits for its exit code. privileged gives that
+// one process every capability, never the container's own.
+func (e *engine) execWait(ctx context.Context, container string, argv []string, privileged bool) (int, error) {
+	body := struct {
+		Cmd          []string `json:"Cmd"`
+		Privileged   bool     `json:"Privileged"`
+		AttachStdout bool     `json:"AttachStdout"`
+		AttachStderr bool     `json:"AttachStderr"`
+	}{Cmd: argv, Privileged: privileged}
+	var created struct {
+		ID string `json:"Id"`
+	}
+	if err := e.doJSON(ctx, http.MethodPost, "/containers/"+url.PathEscape(container)+"/exec", nil, body, &created); err != nil {
+		return 0, fmt.Errorf("exec create in %s: %w", container, err)
+	}
+	start := struct {
+		Detach bool `json:"Detach"`
+		Tty    bool `json:"Tty"`
+	}{Detach: true}
+	if err := e.doJSON(ctx, http.MethodPost, "/exec/"+created.ID+"/start", nil, start, nil); err != nil {
+		return 0, fmt.Errorf("exec start in %s: %w", container, err)
+	}
+	for {
+		var st struct {
+			Running  bool `json:"Running"`
+			ExitCode int  `json:"ExitCode"`
+			Pid      int  `json:"Pid"`
+		}
+		if err := e.do(ctx, http.MethodGet, "/exec/"+created.ID+"/json", nil, nil, "", &st); err != nil {
+			return 0, fmt.Errorf("exec inspect in %s: %w", container, err)
+		}
+		// Not running with neither a pid nor an exit code: not started yet.
+		if !st.Running && (st.Pid != 0 || st.ExitCode != 0) {
+			return st.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("exec in %s: %w", container, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

@@ -34,6 +34,8 @@ type record struct {
 	ID        string `json:"id,omitempty"` // set once created
 	Image     string `json:"image"`
 	Socket    string `json:"engine_socket"`
+	// Network is the Docker network the container joined; empty: none.
+	Network string `json:"network,omitempty"`
 }
 
 func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }

@@ -22,28 +22,29 @@ const (
 	LabelDir     = "mvm.dir"
 )
 
-// networkMode: Docker's default bridge, so a container reaches what the
-// host's containers reach. (VM networking arrives with internal/network.)
-const networkMode = "bridge"
-
 // createBody is the part of the Engine API's ContainerConfig we set.
 type createBody struct {
-	Hostname   string            `json:"Hostname"`
-	Image      string            `json:"Image"`
-	Cmd        []string          `json:"Cmd"`
-	Labels     map[string]string `json:"Labels"`
-	StopSignal string            `json:"StopSignal"`
-	HostConfig hostConfig        `json:"HostConfig"`
+	Hostname     string              `json:"Hostname"`
+	Image        string              `json:"Image"`
+	Cmd          []string            `json:"Cmd"`
+	Labels       map[string]string   `json:"Labels"`
+	StopSignal   string              `json:"StopSignal"`
+	ExposedPorts map[string]struct{} `json:"ExposedPorts,omitempty"`
+	HostConfig   hostConfig          `json:"HostConfig"`
+	// NetworkingConfig names the endpoint on HostConfig.NetworkMode's
+	// network (network.go); nil for mode none.
+	NetworkingConfig *networkingConfig `json:"NetworkingConfig,omitempty"`
 }
 
 type hostConfig struct {
-	Binds       []string `json:"Binds"`
-	NanoCPUs    int64    `json:"NanoCpus,omitempty"`
-	Memory      int64    `json:"Memory,omitempty"`
-	MemorySwap  int64    `json:"MemorySwap,omitempty"`
-	AutoRemove  bool     `json:"AutoRemove"`
-	NetworkMode string   `json:"NetworkMode"`
-	Init        bool     `json:"Init"`
+	Binds        []string                 `json:"Binds"`
+	NanoCPUs     int64                    `json:"NanoCpus,omitempty"`
+	Memory       int64                    `json:"Memory,omitempty"`
+	MemorySwap   int64                    `json:"MemorySwap,omitempty"`
+	AutoRemove   bool                     `json:"AutoRemove"`
+	NetworkMode  string                   `json:"NetworkMode"`
+	PortBindings map[string][]portBinding `json:"PortBindings,omitempty"`
+	Init         bool                     `json:"Init"`
 }
 
 // ContainerName is the container for VM name in dir. The directory's hash
@@ -56,7 +57,8 @@ func ContainerName(name, dir string) string {
 // buildCreate maps a spec to the container's configuration. The agent is
 // PID 1 and reaps, so Docker's --init is off. AutoRemove: a container that
 // stops is gone at once, so nothing leaks past `down`; the console log
-// lives in the VM directory and survives it.
+// lives in the VM directory and survives it. The network is none until
+// applyNetwork puts the container on one.
 func buildCreate(spec backend.Spec, image string, uid, gid int) createBody {
 	b := createBody{
 		Hostname: hostname(spec),
@@ -79,7 +81,7 @@ func buildCreate(spec backend.Spec, image string, uid, gid int) createBody {
 				filepath.Join(spec.Dir, configDir) + ":" + GuestConfigDir,
 			},
 			AutoRemove:  true,
-			NetworkMode: networkMode,
+			NetworkMode: noNetwork,
 		},
 	}
 	if spec.CPUs > 0 {
@@ -100,7 +102,9 @@ func hostname(spec backend.Spec) string {
 }
 
 // guestConfig is the spec's guest config with the transport this backend
-// provides; a spec without one gets a minimal config.
+// provides; a spec without one gets a minimal config. It carries no
+// network: Docker configures the container's NIC, resolv.conf and hosts,
+// and the agent must not touch them.
 func guestConfig(spec backend.Spec) *guestcfg.Config {
 	var c guestcfg.Config
 	if spec.Guest != nil {
@@ -109,6 +113,7 @@ func guestConfig(spec backend.Spec) *guestcfg.Config {
 		c = guestcfg.Config{Version: 1, Name: spec.Name, Hostname: spec.Name}
 	}
 	c.Transport = guestcfg.Transport{Kind: guestcfg.TransportUnix, UnixPath: GuestSocket}
+	c.Network = nil
 	return &c
 }
 
@@ -129,6 +134,10 @@ func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) 
 	if err := e.available(ctx); err != nil {
 		return nil, err
 	}
+	att, err := e.resolveNetwork(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
 	ref, err := e.ensureImage(ctx, spec.RootImage, spec.ImageDigest, spec.Dir)
 	if err != nil {
 		return nil, err
@@ -137,11 +146,16 @@ func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) 
 		return nil, fmt.Errorf("prepare %s: %w", spec.Dir, err)
 	}
 	rec := record{Backend: Name, Container: ContainerName(spec.Name, spec.Dir), Image: ref, Socket: e.sock}
+	body := buildCreate(spec, ref, os.Getuid(), os.Getgid())
+	applyNetwork(&body, att, spec.Publish)
+	if att != nil {
+		rec.Network = att.Network
+	}
 	if err := writeRecord(spec.Dir, rec); err != nil {
 		return nil, err
 	}
 	h := &Handle{dir: spec.Dir, rec: rec, eng: e}
-	id, err := e.create(ctx, rec.Container, buildCreate(spec, ref, os.Getuid(), os.Getgid()))
+	id, err := e.create(ctx, rec.Container, body)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", rec.Container, err)
 	}
@@ -153,6 +167,9 @@ func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) 
 	if err := e.post(ctx, rec.Container, "start", nil); err != nil {
 		_ = e.remove(context.WithoutCancel(ctx), rec.Container)
 		return nil, fmt.Errorf("start container %s: %w", rec.Container, err)
+	}
+	if att != nil && att.Internal {
+		e.dropDefaultRoute(ctx, rec.Container)
 	}
 	return h, nil
 }

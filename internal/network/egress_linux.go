@@ -1,0 +1,186 @@
+//go:build linux
+
+package network
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// A restricted network's egress chain (jumped to for everything its VMs
+// send out of the bridge):
+//
+//	ip daddr <deny>           counter drop
+//	udp/tcp dport 53, tcp 853 counter drop   (no DNS but ours)
+//	ip daddr @allow-<net>-<h> accept         (filled by our DNS server)
+//	ip daddr <cidr> [dport p] accept         (--allow CIDR[:PORT])
+//	ip saddr <vm>             counter drop   (one per VM: inspect's counters)
+//	                          counter drop
+//
+// An open network's chain holds only the deny rules.
+
+// allowSetName is the dynamic set of addresses our DNS server resolved for
+// allowed names; its suffix is the policy's hash.
+func allowSetName(n *Network) string {
+	b, _ := json.Marshal(n.Egress)
+	h := sha256.Sum256(b)
+	return "allow-" + n.Name + "-" + hex.EncodeToString(h[:4])
+}
+
+// dropTag marks a VM's counter rule.
+func dropTag(vm string) []byte { return []byte("drop:" + vm) }
+
+func egressRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, n *Network, keep []nftables.SetElement) error {
+	p, err := n.Egress.Compile()
+	if err != nil {
+		return fmt.Errorf("network %s: %w", n.Name, err)
+	}
+	rule := func(user []byte, exprs ...expr.Any) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs, UserData: user})
+	}
+	for _, d := range p.Deny {
+		rule(nil, append(ip4Prefix(16, d), counterDrop()...)...)
+	}
+	if p.Open {
+		return nil
+	}
+	for _, dns := range []struct {
+		proto byte
+		port  uint16
+	}{{unix.IPPROTO_UDP, 53}, {unix.IPPROTO_TCP, 53}, {unix.IPPROTO_TCP, 853}, {unix.IPPROTO_UDP, 853}} {
+		rule(nil, append(l4Port(dns.proto, dns.port), counterDrop()...)...)
+	}
+	set := &nftables.Set{Table: t, Name: allowSetName(n), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	if err := c.AddSet(set, keep); err != nil {
+		return fmt.Errorf("network %s: allow set: %w", n.Name, err)
+	}
+	rule(nil, append(nfproto(unix.NFPROTO_IPV4),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+		&expr.Verdict{Kind: expr.VerdictAccept})...)
+	for _, r := range p.CIDRs {
+		e := ip4Prefix(16, r.Prefix)
+		if r.Port == 0 {
+			rule(nil, append(e, accept0()...)...)
+			continue
+		}
+		for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
+			rule(nil, append(append(append([]expr.Any{}, e...), l4Port(proto, r.Port)...), accept0()...)...)
+		}
+	}
+	for _, vm := range n.VMNames() {
+		a, err := netip.ParseAddr(n.Attached[vm].IP)
+		if err != nil {
+			continue
+		}
+		rule(dropTag(vm), append(ip4Addr(12, a), counterDrop()...)...)
+	}
+	rule(nil, counterDrop()...)
+	return nil
+}
+
+// allowedElements reads every allow set's live elements, keyed by set
+// name, with their remaining lifetime as the timeout to re-add them with.
+func allowedElements(c *nftables.Conn, table string) map[string][]nftables.SetElement {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return nil
+	}
+	out := map[string][]nftables.SetElement{}
+	for _, s := range sets {
+		if !strings.HasPrefix(s.Name, "allow-") {
+			continue
+		}
+		els, err := c.GetSetElements(s)
+		if err != nil {
+			continue
+		}
+		for _, e := range els {
+			if e.Expires > time.Second {
+				out[s.Name] = append(out[s.Name], nftables.SetElement{Key: e.Key, Timeout: e.Expires})
+			}
+		}
+	}
+	return out
+}
+
+// AllowAddresses lets n's VMs reach addrs for ttl: the DNS server calls it
+// for every answer to an allowed name, before the answer reaches the VM.
+func (m *Manager) AllowAddresses(n *Network, addrs []netip.Addr, ttl time.Duration) error {
+	if n.Mode != ModeBridge {
+		return nil
+	}
+	if p, err := n.Egress.Compile(); err != nil || p.Open {
+		return err
+	}
+	ttl = min(max(ttl, allowMinTTL), allowMaxTTL)
+	var els []nftables.SetElement
+	for _, a := range addrs {
+		if a.Is4() {
+			b := a.As4()
+			els = append(els, nftables.SetElement{Key: b[:], Timeout: ttl})
+		}
+	}
+	if len(els) == 0 {
+		return nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return err
+	}
+	set := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet, Name: m.Table}, Name: allowSetName(n), KeyType: nftables.TypeIPAddr, HasTimeout: true}
+	// Re-adding a present element would fail the batch; delete first
+	// (deleting an absent one fails too, so in a batch of its own).
+	_ = c.SetDeleteElements(set, els)
+	_ = c.Flush()
+	if err := c.SetAddElements(set, els); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("allow %v for network %s: %w", addrs, n.Name, err)
+	}
+	return nil
+}
+
+// Allowed addresses live at least this long, whatever the TTL: programs
+// cache answers past their TTL, and a connection must not fail for it.
+const (
+	allowMinTTL = 2 * time.Minute
+	allowMaxTTL = 24 * time.Hour
+)
+
+// DropCounters returns per-VM dropped packet counts on network n.
+func (m *Manager) DropCounters(n *Network) map[string]uint64 {
+	c, err := nftables.New()
+	if err != nil {
+		return nil
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: m.Table}
+	rules, err := c.GetRules(t, &nftables.Chain{Name: "egress-" + n.Name, Table: t})
+	if err != nil {
+		return nil
+	}
+	out := map[string]uint64{}
+	for _, r := range rules {
+		vm, ok := strings.CutPrefix(string(r.UserData), "drop:")
+		if !ok {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if ctr, ok := e.(*expr.Counter); ok {
+				out[vm] = ctr.Packets
+			}
+		}
+	}
+	return out
+}
