@@ -5,6 +5,7 @@
 package server
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
@@ -24,6 +26,17 @@ import (
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultWriteTimeout     = time.Minute
+	// DefaultMaxHandshakes bounds connections still in their handshake.
+	DefaultMaxHandshakes = 64
+)
+
+// Accept errors that leave the listener usable are retried after a pause
+// that starts at minAcceptBackoff and doubles up to maxAcceptBackoff; they
+// are logged at most once per acceptLogEvery.
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+	acceptLogEvery   = 10 * time.Second
 )
 
 // Config configures a Server. The zero value serves health and exec as the
@@ -43,6 +56,13 @@ type Config struct {
 	Shutdown func(reboot bool)
 	// HandshakeTimeout bounds Wrap + Hello + Request (default 10s).
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections still in that phase (default
+	// DefaultMaxHandshakes). Until Wrap has authenticated it, a connection
+	// may come from anyone who can reach the listener: on vsock, any user
+	// of the host. Past the bound the oldest is dropped for the newest, so
+	// a pile of silent connections can neither exhaust the agent's
+	// descriptors nor lock out the host, whose handshake takes milliseconds.
+	MaxHandshakes int
 	// WriteTimeout bounds each frame write (default 1m).
 	WriteTimeout time.Duration
 	// Reaper starts exec'd processes; nil means reaper.Default().
@@ -72,6 +92,7 @@ type Server struct {
 	checks      checkState
 	services    statusList[proto.ServiceStatus]
 	sys         guestSys // clock, hostname, entropy: the guest's own state
+	pending     pendingSet
 }
 
 // New returns a Server; it starts nothing until Serve.
@@ -85,6 +106,9 @@ func New(cfg Config) *Server {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
 	if cfg.PasswdFile == "" {
 		cfg.PasswdFile = "/etc/passwd"
 	}
@@ -97,7 +121,7 @@ func New(cfg Config) *Server {
 	if cfg.CopyRoot == "" {
 		cfg.CopyRoot = "/"
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, sys: realGuestSys}
+	s := &Server{cfg: cfg, log: cfg.Log, sys: realGuestSys, pending: pendingSet{max: cfg.MaxHandshakes}}
 	s.start = func(path string, argv []string, attr *os.ProcAttr) (*reaper.Process, error) {
 		r := s.cfg.Reaper
 		if r == nil {
@@ -113,6 +137,12 @@ func New(cfg Config) *Server {
 
 // Serve accepts connections until ctx ends or ln fails, then closes ln, ends
 // every open connection (killing their processes) and waits for them.
+//
+// Serve is what keeps PID 1 alive, so it returns only when the listener is
+// gone (closed, a yamux session that ended). Errors that say the guest is
+// short of something (descriptors, memory, buffers) or that one connection
+// died before it was accepted are retried after a growing pause: a local
+// user who fills the descriptor table must not end the VM.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -124,32 +154,132 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 
 	var backoff time.Duration
+	acceptLog := logEvery{every: acceptLogEvery}
+	evictLog := logEvery{every: acceptLogEvery}
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				time.Sleep(backoff)
-				continue
+			if !temporary(err) {
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			backoff = min(max(2*backoff, minAcceptBackoff), maxAcceptBackoff)
+			if n, ok := acceptLog.allow(time.Now()); ok {
+				s.log.Warn("agent accept failed; retrying", "err", err, "backoff", backoff, "suppressed", n)
+			}
+			if !sleepCtx(ctx, backoff) {
+				return ctx.Err()
+			}
+			continue
 		}
 		backoff = 0
+		slot, evicted := s.pending.add(conn)
+		if evicted != nil {
+			evicted.Close()
+			if n, ok := evictLog.allow(time.Now()); ok {
+				s.log.Warn("too many agent connections in handshake; dropped the oldest",
+					"max", s.cfg.MaxHandshakes, "suppressed", n)
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.handle(ctx, conn)
+			s.handleConn(ctx, conn, slot)
 		}()
 	}
 }
 
+// temporary reports whether an Accept error leaves the listener usable.
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{
+		syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, // out of something
+		syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EPROTO, syscall.EPERM, // one connection failed
+		syscall.EINTR, syscall.EAGAIN, syscall.ETIMEDOUT,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// sleepCtx pauses for d; false means ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// logEvery lets one message through per interval and counts the others.
+// Not safe for concurrent use: Serve's loop alone uses it.
+type logEvery struct {
+	every      time.Duration
+	last       time.Time
+	suppressed int
+}
+
+// allow reports whether to log now, and how many were suppressed since.
+func (l *logEvery) allow(now time.Time) (int, bool) {
+	if !l.last.IsZero() && now.Sub(l.last) < l.every {
+		l.suppressed++
+		return 0, false
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return n, true
+}
+
+// pendingSet holds the connections still in their handshake, oldest first.
+type pendingSet struct {
+	mu    sync.Mutex
+	max   int
+	conns list.List // of net.Conn
+}
+
+// add admits c. At the bound it removes the oldest connection and returns
+// it for the caller to close; its handler then fails and exits.
+func (p *pendingSet) add(c net.Conn) (slot *list.Element, evicted net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns.Len() >= p.max {
+		evicted = p.conns.Remove(p.conns.Front()).(net.Conn)
+	}
+	return p.conns.PushBack(c), evicted
+}
+
+// done frees slot; a slot already evicted is left alone.
+func (p *pendingSet) done(slot *list.Element) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.conns.Remove(slot) // a no-op once evicted: list.Remove checks membership
+}
+
 // handle runs one connection: handshake, one operation, close.
-func (s *Server) handle(ctx context.Context, raw net.Conn) {
+func (s *Server) handle(ctx context.Context, raw net.Conn) { s.handleConn(ctx, raw, nil) }
+
+// handleConn is handle for a connection that holds slot among those in
+// handshake (nil: none), freed once the handshake is over.
+func (s *Server) handleConn(ctx context.Context, raw net.Conn, slot *list.Element) {
 	defer raw.Close()
+	released := false
+	release := func() {
+		if !released && slot != nil {
+			released = true
+			s.pending.done(slot)
+		}
+	}
+	defer release()
 	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
 	defer func() {
@@ -159,7 +289,14 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 		}
 	}()
 
-	_ = raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	// The handshake deadline is what frees a silent peer's slot. A
+	// transport without deadlines gets a timer that closes the connection.
+	inTime := func() bool { return true }
+	if err := raw.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout)); err != nil {
+		t := time.AfterFunc(s.cfg.HandshakeTimeout, func() { raw.Close() })
+		defer t.Stop()
+		inTime = t.Stop
+	}
 	conn := raw
 	if s.cfg.Wrap != nil {
 		c, err := s.cfg.Wrap(raw)
@@ -178,6 +315,10 @@ func (s *Server) handle(ctx context.Context, raw net.Conn) {
 		}
 		s.log.Debug("agent handshake failed", "err", err)
 		return
+	}
+	release()
+	if !inTime() {
+		return // the timer closed the connection
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	if err := s.dispatch(ctx, w, req); err != nil {

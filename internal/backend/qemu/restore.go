@@ -82,7 +82,7 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		}
 		// A new CID: the guest rereads it on the transport reset that
 		// follows the load.
-		if l.CID, err = allocateCID(dir); err != nil {
+		if l.CID, err = allocateCID(); err != nil {
 			return nil, err
 		}
 	}

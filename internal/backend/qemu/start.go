@@ -76,7 +76,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		l.TSCKHz = hostTSCKHz()
 	}
 	if vsockUsable(ctx) {
-		cid, err := allocateCID(dir)
+		cid, err := allocateCID()
 		if err != nil {
 			return nil, err
 		}

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -76,11 +77,44 @@ func Server(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 
 // Client runs the host end over rwc. It blocks until the guest answers;
 // close rwc to abort the wait.
+//
+// The host only opens streams; it never accepts one. A stream the guest
+// opens would wait in yamux's accept backlog (256 of them, each allowed a
+// full receive window) in host memory for as long as the session lives, so
+// the session refuses them: before yamux reads a byte from the guest it
+// sends a GoAway, after which yamux answers every SYN with a RST without
+// creating the stream, and discards data sent on it. Host-opened streams
+// are unaffected (GoAway only stops the guest from opening).
 func Client(rwc io.ReadWriteCloser) (*yamux.Session, error) {
 	if err := HostSync(rwc); err != nil {
 		return nil, err
 	}
-	return yamux.Client(rwc, config())
+	g := &gatedReads{ReadWriteCloser: rwc, open: make(chan struct{})}
+	defer g.release()
+	sess, err := yamux.Client(g, config())
+	if err != nil {
+		return nil, fmt.Errorf("serial mux: %w", err)
+	}
+	if err := sess.GoAway(); err != nil {
+		sess.Close()
+		return nil, fmt.Errorf("serial mux: refuse guest streams: %w", err)
+	}
+	return sess, nil
+}
+
+// gatedReads holds back reads until released: the session must not see a
+// frame from the guest before it refuses guest-opened streams.
+type gatedReads struct {
+	io.ReadWriteCloser
+	open chan struct{}
+	once sync.Once
+}
+
+func (g *gatedReads) release() { g.once.Do(func() { close(g.open) }) }
+
+func (g *gatedReads) Read(p []byte) (int, error) {
+	<-g.open
+	return g.ReadWriteCloser.Read(p)
 }
 
 func newNonce() (string, error) {
