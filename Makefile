@@ -30,6 +30,8 @@ demo: setup build
 # Everything CI runs: lint, unit tests, and e2e tests that boot real VMs.
 test: setup build lint
 	$(GO) test -count=1 -timeout 75m ./...
+	@# One short run of the boot bench, so a bench can never silently rot.
+	./bench/boot/run.sh -n 1
 
 unit:
 	$(GO) test -count=1 -short ./...

@@ -44,7 +44,8 @@ func run(mvmctl string, n int, asJSON bool) error {
 		return err
 	}
 	defer os.RemoveAll(root)
-	env := append(os.Environ(), "MVM_STATE_DIR="+filepath.Join(root, "state"), "MVM_CONFIG_DIR="+filepath.Join(root, "config"))
+	env := append(os.Environ(), "MVM_STATE_DIR="+filepath.Join(root, "state"), "MVM_CONFIG_DIR="+filepath.Join(root, "config"),
+		"MVM_SHARE_DIR="+filepath.Join(root, "share"))
 	if os.Getenv("MVM_CACHE_DIR") == "" {
 		env = append(env, "MVM_CACHE_DIR="+filepath.Join(root, "cache"))
 	}
@@ -58,7 +59,10 @@ func run(mvmctl string, n int, asJSON bool) error {
 		return nil
 	}
 	// Warm the image cache and capture the exact QEMU argv mvmctl uses.
-	if err := mvm("up", "--name", "bench-ref"); err != nil {
+	// Pinned to QEMU (auto-selection picks Docker on hosts without KVM),
+	// and without a NIC: the raw baseline has none.
+	up := []string{"up", "--backend", "qemu", "--network", "none"}
+	if err := mvm(append(up, "--name", "bench-ref")...); err != nil {
 		return err
 	}
 	refDir := filepath.Join(root, "state", "vms", "bench-ref")
@@ -75,9 +79,10 @@ func run(mvmctl string, n int, asJSON bool) error {
 	if err := mvm("down", "bench-ref"); err != nil {
 		return err
 	}
-	serial := serialPath(sup.Argv)
-	if serial == "" {
-		return fmt.Errorf("cannot find the serial log in the QEMU argv")
+	serial := filepath.Join(root, "raw-serial.log")
+	raw, err := rawArgv(sup.Argv, serial)
+	if err != nil {
+		return err
 	}
 
 	var mvmT, rawT []time.Duration
@@ -85,7 +90,7 @@ func run(mvmctl string, n int, asJSON bool) error {
 		// mvmctl: up (image cached) then the first exec.
 		name := fmt.Sprintf("bench-%d", i)
 		t0 := time.Now()
-		if err := mvm("up", "--name", name); err != nil {
+		if err := mvm(append(up, "--name", name)...); err != nil {
 			return err
 		}
 		if err := mvm("exec", name, "--", "true"); err != nil {
@@ -96,7 +101,7 @@ func run(mvmctl string, n int, asJSON bool) error {
 			return err
 		}
 
-		d, err := rawBoot(sup.Argv, serial)
+		d, err := rawBoot(raw, serial)
 		if err != nil {
 			return err
 		}
@@ -140,15 +145,36 @@ func rawBoot(argv []string, serial string) (time.Duration, error) {
 	return 0, fmt.Errorf("raw QEMU never printed %q: %s", readyMarker, stderr.String())
 }
 
-// serialPath finds the console log file in the argv (-chardev file,...,path=P).
-func serialPath(argv []string) string {
-	for i, a := range argv {
-		if a == "-chardev" && i+1 < len(argv) && strings.HasPrefix(argv[i+1], "file,") {
-			for _, kv := range strings.Split(argv[i+1], ",") {
-				if p, ok := strings.CutPrefix(kv, "path="); ok {
-					return p
-				}
+// rawArgv is mvm's QEMU argv made to run without the supervisor: the
+// console chardev (a socket the supervisor hands over as a descriptor)
+// writes the file serial instead, and the agent port goes nowhere.
+func rawArgv(argv []string, serial string) ([]string, error) {
+	out := append([]string(nil), argv...)
+	found := false
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] != "-chardev" {
+			continue
+		}
+		switch id := chardevID(out[i+1]); id {
+		case "console":
+			out[i+1] = "file,id=console,path=" + strings.ReplaceAll(serial, ",", ",,")
+			found = true
+		default:
+			if strings.Contains(out[i+1], "fd=") {
+				out[i+1] = "null,id=" + id
 			}
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("no console chardev in the QEMU argv: %v", argv)
+	}
+	return out, nil
+}
+
+func chardevID(opts string) string {
+	for _, kv := range strings.Split(opts, ",") {
+		if v, ok := strings.CutPrefix(kv, "id="); ok {
+			return v
 		}
 	}
 	return ""
