@@ -25,7 +25,12 @@ A directory that gained or lost an entry is changed; a deleted directory
 hides what it held. Files written in the VM are compared by content
 (sha256, up to 16 MiB), others by size and modification time. /proc, /sys,
 /dev, /run, /tmp and /mnt/config are not compared. The first diff of an
-image reads its root filesystem with debugfs (e2fsprogs) and caches it.`,
+image reads its root filesystem with debugfs (e2fsprogs) and caches it.
+
+At most 200000 entries (64 MiB of paths) of the guest's listing are read.
+Past that the changes found so far are printed (deletions left out, as
+what was not received is unknown), --json says "truncated": true, and
+mvmctl exits 1 with "output cut after N entries".`,
 		Example:           "  mvmctl diff web\n  mvmctl diff web --json",
 		ValidArgsFunction: completeVMNames(g),
 		Args:              exactArgs(1, "exactly one VM name"),
@@ -39,10 +44,13 @@ image reads its root filesystem with debugfs (e2fsprogs) and caches it.`,
 				return err
 			}
 			if g.json {
-				return writeJSON(g.stdout, rep)
+				if err := writeJSON(g.stdout, rep); err != nil {
+					return err
+				}
+				return rep.Err()
 			}
 			printDiff(g.stdout, g.stderr, rep, long)
-			return nil
+			return rep.Err()
 		},
 	}
 	cmd.Flags().BoolVarP(&long, "long", "l", false, "say what changed (content, mode, owner, type, link, entries)")

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -38,6 +39,21 @@ type DiffReport struct {
 	Changes []Change `json:"changes"`
 	// Unreadable lists guest paths the agent could not read (a few).
 	Unreadable []string `json:"unreadable,omitempty"`
+	// Truncated says the guest sent more than the host reads (see
+	// maxDiffEntries): Changes covers the entries received, and no
+	// deletions are reported since what was not received is unknown.
+	Truncated bool `json:"truncated"`
+	// Received counts the guest's entries that were compared.
+	Received int `json:"received"`
+}
+
+// Err is non-nil when the report is incomplete: the CLI prints the report
+// and then fails with it.
+func (r *DiffReport) Err() error {
+	if !r.Truncated {
+		return nil
+	}
+	return fmt.Errorf("output cut after %d entries: the guest sent more (deletions are not shown)", r.Received)
 }
 
 // Diff compares VM name's filesystem, as its agent sees it now, with the
@@ -67,13 +83,80 @@ func (m *Manager) Diff(ctx context.Context, name string) (*DiffReport, error) {
 	for _, e := range base {
 		newest = max(newest, e.MtimeNS)
 	}
-	var cur []proto.DiffEntry
-	res, err := c.Diff(ctx, proto.DiffRequest{Exclude: DiffExcludes, HashNewerThanNS: newest, HashLimit: baseHashLimit},
-		func(e proto.DiffEntry) error { cur = append(cur, e); return nil })
+	req := proto.DiffRequest{Exclude: DiffExcludes, HashNewerThanNS: newest, HashLimit: baseHashLimit}
+	cur, res, truncated, err := collectDiff(ctx, c.Diff, req)
 	if err != nil {
 		return nil, fmt.Errorf("diff %s: %w", name, err)
 	}
-	return &DiffReport{VM: name, Image: rec.Image, Changes: CompareTrees(base, cur, DiffExcludes), Unreadable: res.Errors}, nil
+	return diffReport(name, rec.Image, base, cur, res, truncated), nil
+}
+
+// diffReport compares what the guest sent with the image. A cut listing
+// says nothing of the paths it did not reach: only base entries the guest
+// did send are compared, so none is reported deleted.
+func diffReport(name, image string, base, cur []proto.DiffEntry, res *proto.DiffResult, truncated bool) *DiffReport {
+	if truncated {
+		seen := make(map[string]bool, len(cur))
+		for _, e := range cur {
+			seen[e.Path] = true
+		}
+		var kept []proto.DiffEntry
+		for _, e := range base {
+			if seen[e.Path] {
+				kept = append(kept, e)
+			}
+		}
+		base = kept
+	}
+	unreadable := res.Errors
+	if len(unreadable) > maxUnreadable {
+		unreadable = append(unreadable[:maxUnreadable:maxUnreadable], fmt.Sprintf("(and %d more)", len(res.Errors)-maxUnreadable))
+	}
+	return &DiffReport{
+		VM: name, Image: image, Changes: CompareTrees(base, cur, DiffExcludes),
+		Unreadable: unreadable, Truncated: truncated, Received: len(cur),
+	}
+}
+
+// Bounds on what the host keeps of a guest's listing: a root filesystem
+// has tens of thousands of entries, a hostile guest may send endless ones.
+const (
+	maxDiffEntries   = 200_000
+	maxDiffPathBytes = 64 << 20 // paths, link targets and hashes together
+	maxUnreadable    = 100
+)
+
+// errDiffCut stops reading a listing past the bounds.
+var errDiffCut = errors.New("diff listing cut")
+
+// diffLister is the agent's Diff: it calls fn for each entry the guest sends.
+type diffLister func(ctx context.Context, req proto.DiffRequest, fn func(proto.DiffEntry) error) (*proto.DiffResult, error)
+
+// collectDiff reads the guest's listing, keeping at most maxDiffEntries
+// entries and maxDiffPathBytes of their strings. At the first entry past
+// either it stops reading (the stream is dropped) and reports truncated.
+func collectDiff(ctx context.Context, list diffLister, req proto.DiffRequest) (cur []proto.DiffEntry, res *proto.DiffResult, truncated bool, err error) {
+	var size int
+	res, err = list(ctx, req, func(e proto.DiffEntry) error {
+		n := len(e.Path) + len(e.Link) + len(e.SHA256)
+		if len(cur) >= maxDiffEntries || size+n > maxDiffPathBytes {
+			truncated = true
+			return errDiffCut
+		}
+		size += n
+		cur = append(cur, e)
+		return nil
+	})
+	if truncated && errors.Is(err, errDiffCut) {
+		return cur, &proto.DiffResult{Entries: len(cur)}, true, nil
+	}
+	if err != nil {
+		return nil, nil, false, err
+	}
+	if res == nil {
+		res = &proto.DiffResult{}
+	}
+	return cur, res, false, nil
 }
 
 // CompareTrees reports how cur differs from base, sorted by path. Entries

@@ -1,8 +1,11 @@
 package vm
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,5 +142,96 @@ func TestReadExt4Tree(t *testing.T) {
 	}
 	if _, ok := got["/lost+found"]; !ok || got["/"].Type != proto.DiffDir {
 		t.Errorf("root or lost+found missing: %v", got)
+	}
+}
+
+// TestCollectDiffBounds plays a guest that sends an endless listing: the
+// host keeps at most maxDiffEntries entries and maxDiffPathBytes of names,
+// stops reading at the first one past either bound and says it cut.
+func TestCollectDiffBounds(t *testing.T) {
+	long := strings.Repeat("x", proto.MaxDiffLine/4)
+	cases := []struct {
+		name      string
+		send      int // entries the guest offers
+		path      func(i int) string
+		wantKept  int
+		truncated bool
+	}{
+		{"within the bounds", 1000, func(i int) string { return fmt.Sprintf("/f%d", i) }, 1000, false},
+		{"exactly the entry bound", maxDiffEntries, func(i int) string { return fmt.Sprintf("/f%d", i) }, maxDiffEntries, false},
+		{"too many entries", 10 * maxDiffEntries, func(i int) string { return fmt.Sprintf("/f%d", i) }, maxDiffEntries, true},
+		{"too many bytes", 10 * maxDiffPathBytes / len(long), func(i int) string { return fmt.Sprintf("/%d%s", i, long) }, -1, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			offered := 0
+			guest := func(_ context.Context, _ proto.DiffRequest, fn func(proto.DiffEntry) error) (*proto.DiffResult, error) {
+				for i := 0; i < tc.send; i++ {
+					offered++
+					if err := fn(proto.DiffEntry{Path: tc.path(i), Type: proto.DiffFile, Mode: 0o644}); err != nil {
+						return nil, fmt.Errorf("agent diff: %w", err)
+					}
+				}
+				return &proto.DiffResult{Entries: tc.send}, nil
+			}
+			cur, res, truncated, err := collectDiff(context.Background(), guest, proto.DiffRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res == nil {
+				t.Fatal("no result")
+			}
+			var bytes int
+			for _, e := range cur {
+				bytes += len(e.Path)
+			}
+			if truncated != tc.truncated || len(cur) > maxDiffEntries || bytes > maxDiffPathBytes {
+				t.Fatalf("kept %d entries (%d bytes of paths), truncated %v; want truncated %v within %d entries, %d bytes",
+					len(cur), bytes, truncated, tc.truncated, maxDiffEntries, maxDiffPathBytes)
+			}
+			if tc.wantKept >= 0 && len(cur) != tc.wantKept {
+				t.Fatalf("kept %d entries, want %d", len(cur), tc.wantKept)
+			}
+			if tc.truncated && offered != len(cur)+1 {
+				t.Fatalf("read %d entries after keeping %d: the host must stop at the first one past the bound", offered, len(cur))
+			}
+		})
+	}
+}
+
+// TestDiffReportTruncated: a cut listing is said to be cut, in text and
+// JSON, and what the guest did not send is not reported deleted.
+func TestDiffReportTruncated(t *testing.T) {
+	d := func(p string) proto.DiffEntry { return proto.DiffEntry{Path: p, Type: proto.DiffDir, Mode: 0o755} }
+	base := []proto.DiffEntry{d("/"), d("/etc"), d("/usr"), d("/var")}
+	cur := []proto.DiffEntry{d("/"), d("/etc"), d("/new")}
+	cases := []struct {
+		name      string
+		truncated bool
+		want      []Change
+		json      string
+		err       string
+	}{
+		{"complete", false, []Change{
+			{Kind: "C", Path: "/", What: []string{"entries"}}, {Kind: "A", Path: "/new"}, {Kind: "D", Path: "/usr"}, {Kind: "D", Path: "/var"},
+		}, `"truncated":false`, ""},
+		{"cut", true, []Change{
+			{Kind: "C", Path: "/", What: []string{"entries"}}, {Kind: "A", Path: "/new"},
+		}, `"truncated":true`, "output cut after 3 entries: the guest sent more"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := diffReport("web", "img", base, cur, &proto.DiffResult{}, tc.truncated)
+			if !reflect.DeepEqual(rep.Changes, tc.want) {
+				t.Fatalf("changes %+v, want %+v", rep.Changes, tc.want)
+			}
+			b, err := json.Marshal(rep)
+			if err != nil || !strings.Contains(string(b), tc.json) {
+				t.Fatalf("json %s (%v), want %s", b, err, tc.json)
+			}
+			if err := rep.Err(); (err == nil) != (tc.err == "") || (err != nil && !strings.Contains(err.Error(), tc.err)) {
+				t.Fatalf("Err() = %v, want %q", err, tc.err)
+			}
+		})
 	}
 }

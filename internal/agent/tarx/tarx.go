@@ -2,7 +2,9 @@
 // agent's copy-in and copy-out). Write archives one file or tree without
 // following symlinks; Extract unpacks an untrusted archive under one
 // directory and never writes outside it: no absolute names, no "..", no
-// writing through a symlink, no hard links, no device nodes.
+// writing through a symlink, no hard links, no device nodes; with
+// Options.Top it also confines the archive to one name and its symlinks to
+// that name.
 package tarx
 
 import (
@@ -14,6 +16,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -30,76 +33,122 @@ type Stats struct {
 const maxName = 4096
 
 // Write archives src (a file, directory or symlink) to w. Entry names start
-// with base(src), so the receiver decides where that lands. Symlinks are
+// with TopName(src), so the receiver decides where that lands. Symlinks are
 // stored as links, never followed; sockets, fifos and devices are skipped.
 func Write(w io.Writer, src string) (Stats, error) {
+	src = filepath.Clean(src)
+	dir, name := filepath.Dir(src), filepath.Base(src)
+	if name == "/" || name == "." || name == ".." {
+		dir, name = src, "."
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return Stats{}, fmt.Errorf("archive %s: %w", src, err)
+	}
+	defer root.Close()
+	return WriteRoot(w, root, name, TopName(src))
+}
+
+// TopName is the name an archive of p starts with: p's base name, or
+// "root" for a root directory.
+func TopName(p string) string {
+	b := filepath.Base(filepath.Clean(p))
+	if b == "/" || b == "." || b == ".." {
+		return "root"
+	}
+	return b
+}
+
+// WriteRoot archives name (a path in root; "." for root itself) to w with
+// entry names starting with top. Everything is read through root, so
+// nothing outside it is archived, even if the tree changes meanwhile.
+func WriteRoot(w io.Writer, root *os.Root, name, top string) (Stats, error) {
 	var st Stats
 	tw := tar.NewWriter(w)
-	src = filepath.Clean(src)
-	top := filepath.Base(src)
-	if top == "/" || top == "." {
-		top = "root"
+	if err := writeEntry(tw, root, name, top, &st); err != nil {
+		return st, fmt.Errorf("archive %s: %w", filepath.Join(root.Name(), name), err)
 	}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+	return st, tw.Close()
+}
+
+// writeEntry archives p (in root) as name, and what it holds.
+func writeEntry(tw *tar.Writer, root *os.Root, p, name string, st *Stats) error {
+	fi, err := root.Lstat(p)
+	if err != nil {
+		return err
+	}
+	var link string
+	switch {
+	case fi.Mode().IsRegular(), fi.IsDir():
+	case fi.Mode()&fs.ModeSymlink != 0:
+		if link, err = root.Readlink(p); err != nil {
+			return err
+		}
+	default:
+		return nil // special files have no meaning on the other side
+	}
+	hdr, err := tar.FileInfoHeader(fi, link)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	hdr.Name = name
+	if fi.IsDir() {
+		hdr.Name += "/"
+	}
+	// Names and ids, not host/guest user names: the two sides' user
+	// databases differ.
+	hdr.Uname, hdr.Gname = "", ""
+	hdr.Format = tar.FormatPAX
+	switch {
+	case fi.Mode().IsRegular():
+		f, err := root.Open(p)
 		if err != nil {
 			return err
 		}
-		fi, err := d.Info()
-		if err != nil {
-			return err
+		defer f.Close()
+		// Only the file that was looked at: a name swapped for a link
+		// since is not followed elsewhere.
+		if ofi, err := f.Stat(); err != nil || !os.SameFile(fi, ofi) {
+			return fmt.Errorf("%s changed while being archived", p)
 		}
-		rel, err := filepath.Rel(src, p)
-		if err != nil {
-			return err
-		}
-		name := path.Join(top, filepath.ToSlash(rel))
-		if rel == "." {
-			name = top
-		}
-		var link string
-		switch {
-		case fi.Mode().IsRegular(), fi.IsDir():
-		case fi.Mode()&fs.ModeSymlink != 0:
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		default:
-			return nil // special files have no meaning on the other side
-		}
-		hdr, err := tar.FileInfoHeader(fi, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = name
-		if fi.IsDir() {
-			hdr.Name += "/"
-		}
-		// Names and ids, not host/guest user names: the two sides' user
-		// databases differ.
-		hdr.Uname, hdr.Gname = "", ""
-		hdr.Format = tar.FormatPAX
 		if err := tw.WriteHeader(hdr); err != nil {
 			return err
 		}
 		st.Files++
-		if fi.Mode().IsRegular() {
-			f, err := os.Open(p)
-			if err != nil {
+		n, err := io.Copy(tw, f)
+		st.Bytes += n
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
+	case fi.IsDir():
+		d, err := root.Open(p)
+		if err != nil {
+			return err
+		}
+		names, err := d.Readdirnames(-1)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		st.Files++
+		sort.Strings(names)
+		for _, n := range names {
+			if err := writeEntry(tw, root, path.Join(p, n), name+"/"+n, st); err != nil {
 				return err
-			}
-			n, err := io.Copy(tw, f)
-			f.Close()
-			st.Bytes += n
-			if err != nil {
-				return fmt.Errorf("%s: %w", p, err)
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		return st, fmt.Errorf("archive %s: %w", src, err)
+	default:
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		st.Files++
+		return nil
 	}
-	return st, tw.Close()
 }
 
 // Options tune Extract.
@@ -107,23 +156,39 @@ type Options struct {
 	// Rename replaces the archive's first name component (the source's
 	// base name) with this one: "cp a.txt vm:/tmp/b.txt".
 	Rename string
-	// Chown, when set, owns every extracted entry (uid, gid); otherwise
-	// entries belong to the extracting process.
+	// Chown, when set, owns every extracted entry (uid, gid), directories
+	// the archive only implies included; otherwise entries belong to the
+	// extracting process.
 	Chown *[2]int
+	// Top, when set, confines an archive from an untrusted sender to the
+	// one name asked for: every entry must be Top or lie below it (before
+	// Rename), and every symlink must point inside it (no absolute target,
+	// no climbing out with ".."). Any other entry is refused.
+	Top string
 }
 
 // Extract unpacks r under dest, an existing directory.
 func Extract(r io.Reader, dest string, o Options) (Stats, error) {
-	var st Stats
-	fi, err := os.Stat(dest)
+	root, err := os.OpenRoot(dest)
 	if err != nil {
-		return st, err
+		return Stats{}, fmt.Errorf("extract: %w", err)
 	}
-	if !fi.IsDir() {
-		return st, fmt.Errorf("extract: %s is not a directory", dest)
+	defer root.Close()
+	return ExtractRoot(r, root, o)
+}
+
+// ExtractRoot unpacks r under root. Every write goes through root, so
+// nothing lands outside it even if its contents change meanwhile.
+func ExtractRoot(r io.Reader, root *os.Root, o Options) (Stats, error) {
+	var st Stats
+	if o.Top != "" && !validComponent(o.Top) {
+		return st, fmt.Errorf("extract: invalid name %q", trunc(o.Top))
+	}
+	if o.Rename != "" && !validComponent(o.Rename) {
+		return st, fmt.Errorf("extract: invalid destination name %q", trunc(o.Rename))
 	}
 	type dirTimes struct {
-		path  string
+		name  string
 		mode  fs.FileMode
 		mtime time.Time
 	}
@@ -137,45 +202,56 @@ func Extract(r io.Reader, dest string, o Options) (Stats, error) {
 		if err != nil {
 			return st, fmt.Errorf("extract: %w", err)
 		}
-		rel, err := cleanName(hdr.Name, o.Rename)
-		if err != nil {
-			return st, fmt.Errorf("extract: %w", err)
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue
 		}
-		target := filepath.Join(dest, filepath.FromSlash(rel))
-		if err := checkParents(dest, rel); err != nil {
-			return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+		fail := func(err error) (Stats, error) {
+			return st, fmt.Errorf("extract %q: %w", trunc(hdr.Name), err)
+		}
+		rel, err := cleanName(hdr.Name, o)
+		if err != nil {
+			return fail(err)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir, tar.TypeReg, tar.TypeSymlink:
+		default:
+			return fail(fmt.Errorf("unsupported entry type %q (only files, directories and symlinks)", hdr.Typeflag))
+		}
+		if hdr.Typeflag == tar.TypeSymlink && o.Top != "" {
+			if err := linkInside(rel, hdr.Linkname); err != nil {
+				return fail(err)
+			}
+		}
+		target := filepath.FromSlash(rel)
+		if err := makeParents(root, rel, o.Chown); err != nil {
+			return fail(err)
 		}
 		mode := fs.FileMode(hdr.Mode).Perm()
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if err := mkdirNoFollow(target); err != nil {
-				return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+			if err := mkdirNoFollow(root, target); err != nil {
+				return fail(err)
 			}
 			dirs = append(dirs, dirTimes{target, mode, hdr.ModTime})
 		case tar.TypeReg:
-			n, err := writeFile(target, tr, mode)
+			n, err := writeFile(root, target, tr, mode, hdr.ModTime)
 			st.Bytes += n
 			if err != nil {
-				return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+				return fail(err)
 			}
-			_ = os.Chtimes(target, hdr.ModTime, hdr.ModTime)
 		case tar.TypeSymlink:
-			if err := removeIfNotDir(target); err != nil {
-				return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+			if err := removeIfNotDir(root, target); err != nil {
+				return fail(err)
 			}
 			// The link is created as is; later entries never pass through
-			// it (checkParents), so it cannot redirect writes.
-			if err := os.Symlink(hdr.Linkname, target); err != nil {
-				return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+			// it (makeParents), so it cannot redirect writes.
+			if err := root.Symlink(hdr.Linkname, target); err != nil {
+				return fail(err)
 			}
-		case tar.TypeXGlobalHeader:
-			continue
-		default:
-			return st, fmt.Errorf("extract %s: unsupported entry type %q (only files, directories and symlinks)", hdr.Name, hdr.Typeflag)
 		}
 		if o.Chown != nil {
-			if err := os.Lchown(target, o.Chown[0], o.Chown[1]); err != nil {
-				return st, fmt.Errorf("extract %s: %w", hdr.Name, err)
+			if err := root.Lchown(target, o.Chown[0], o.Chown[1]); err != nil {
+				return fail(err)
 			}
 		}
 		st.Files++
@@ -183,38 +259,77 @@ func Extract(r io.Reader, dest string, o Options) (Stats, error) {
 	// Directory modes last, deepest first: a read-only directory must not
 	// stop its own contents from being written.
 	for i := len(dirs) - 1; i >= 0; i-- {
-		_ = os.Chmod(dirs[i].path, dirs[i].mode)
-		_ = os.Chtimes(dirs[i].path, dirs[i].mtime, dirs[i].mtime)
+		_ = root.Chmod(dirs[i].name, dirs[i].mode)
+		_ = root.Chtimes(dirs[i].name, dirs[i].mtime, dirs[i].mtime)
 	}
 	return st, nil
 }
 
-// cleanName validates an entry name and applies the rename. The result is
-// relative, slash-separated, without "." or ".." components.
-func cleanName(name, rename string) (string, error) {
+// validComponent reports whether s is one usable name component.
+func validComponent(s string) bool {
+	return s != "" && s != "." && s != ".." && len(s) <= maxName && !strings.ContainsAny(s, "/\x00")
+}
+
+// cleanName validates an entry name, checks it against o.Top and applies
+// o.Rename. The result is relative, slash-separated, without "." or ".."
+// components.
+func cleanName(name string, o Options) (string, error) {
 	if name == "" || len(name) > maxName || strings.ContainsRune(name, 0) {
-		return "", fmt.Errorf("invalid entry name %q", trunc(name))
+		return "", errors.New("invalid entry name")
 	}
 	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("absolute entry name %q", trunc(name))
+		return "", errors.New("absolute entry name")
 	}
 	for _, c := range strings.Split(strings.TrimSuffix(name, "/"), "/") {
 		if c == ".." {
-			return "", fmt.Errorf("entry name %q escapes the destination", trunc(name))
+			return "", errors.New("entry name escapes the destination")
 		}
 	}
 	clean := path.Clean(name)
 	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
-		return "", fmt.Errorf("invalid entry name %q", trunc(name))
+		return "", errors.New("invalid entry name")
 	}
-	if rename != "" {
-		if strings.ContainsAny(rename, "/\x00") || rename == "." || rename == ".." {
-			return "", fmt.Errorf("invalid destination name %q", rename)
-		}
-		_, rest, _ := strings.Cut(clean, "/")
-		clean = path.Join(rename, rest)
+	first, rest, _ := strings.Cut(clean, "/")
+	if o.Top != "" && first != o.Top {
+		return "", fmt.Errorf("not under %q, the one name asked for", o.Top)
+	}
+	if o.Rename != "" {
+		clean = path.Join(o.Rename, rest)
 	}
 	return clean, nil
+}
+
+// linkInside checks that a symlink at rel (its first component the top
+// name) points inside the top name. The target may only climb with
+// leading ".." components, and no higher than the top: the directories it
+// climbs through are then real ones (makeParents), and every other link in
+// the tree obeys the same rule, so no chain of links leads out either.
+func linkInside(rel, target string) error {
+	if target == "" {
+		return errors.New("empty symlink target")
+	}
+	if path.IsAbs(target) {
+		return fmt.Errorf("symlink target %q is absolute", trunc(target))
+	}
+	top, _, _ := strings.Cut(rel, "/")
+	up, named := 0, false
+	for _, c := range strings.Split(target, "/") {
+		switch c {
+		case "", ".":
+		case "..":
+			if named {
+				return fmt.Errorf("symlink target %q climbs with \"..\" after a name", trunc(target))
+			}
+			up++
+		default:
+			named = true
+		}
+	}
+	// A link at top/a/l may climb to top, once; the top itself not at all.
+	if up > strings.Count(rel, "/")-1 || !strings.Contains(rel, "/") {
+		return fmt.Errorf("symlink target %q points outside %q", trunc(target), top)
+	}
+	return nil
 }
 
 func trunc(s string) string {
@@ -224,18 +339,24 @@ func trunc(s string) string {
 	return s
 }
 
-// checkParents refuses rel when any directory between dest and the entry is
-// a symlink or not a directory: writing through it could land outside dest.
-func checkParents(dest, rel string) error {
+// makeParents creates the directories between root and rel that the
+// archive only implies (owned by chown when set), and refuses rel when any
+// of them is a symlink or not a directory: writing through it could land
+// somewhere the archive did not say.
+func makeParents(root *os.Root, rel string, chown *[2]int) error {
 	parts := strings.Split(rel, "/")
-	p := dest
+	p := ""
 	for _, c := range parts[:len(parts)-1] {
 		p = filepath.Join(p, c)
-		fi, err := os.Lstat(p)
+		fi, err := root.Lstat(p)
 		if errors.Is(err, fs.ErrNotExist) {
-			// Archives may omit directory entries.
-			if err := os.Mkdir(p, 0o755); err != nil {
+			if err := root.Mkdir(p, 0o755); err != nil {
 				return err
+			}
+			if chown != nil {
+				if err := root.Lchown(p, chown[0], chown[1]); err != nil {
+					return err
+				}
 			}
 			continue
 		}
@@ -252,23 +373,23 @@ func checkParents(dest, rel string) error {
 	return nil
 }
 
-func mkdirNoFollow(p string) error {
-	fi, err := os.Lstat(p)
+func mkdirNoFollow(root *os.Root, p string) error {
+	fi, err := root.Lstat(p)
 	switch {
 	case err == nil && fi.IsDir():
-		return os.Chmod(p, fi.Mode().Perm()|0o700) // we must be able to fill it
+		return root.Chmod(p, fi.Mode().Perm()|0o700) // we must be able to fill it
 	case err == nil:
-		if err := os.Remove(p); err != nil {
+		if err := root.Remove(p); err != nil {
 			return err
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	return os.Mkdir(p, 0o700)
+	return root.Mkdir(p, 0o700)
 }
 
-func removeIfNotDir(p string) error {
-	fi, err := os.Lstat(p)
+func removeIfNotDir(root *os.Root, p string) error {
+	fi, err := root.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -278,23 +399,27 @@ func removeIfNotDir(p string) error {
 	if fi.IsDir() {
 		return fmt.Errorf("%s is a directory", p)
 	}
-	return os.Remove(p)
+	return root.Remove(p)
 }
 
-// writeFile replaces p with the content of r. O_NOFOLLOW plus removing an
-// existing entry first means a symlink planted at p is replaced, not
-// followed.
-func writeFile(p string, r io.Reader, mode fs.FileMode) (int64, error) {
-	if err := removeIfNotDir(p); err != nil {
+// writeFile replaces p with the content of r. Removing an existing entry
+// first and creating with O_EXCL means a symlink planted at p is replaced,
+// not followed.
+func writeFile(root *os.Root, p string, r io.Reader, mode fs.FileMode, mtime time.Time) (int64, error) {
+	if err := removeIfNotDir(root, p); err != nil {
 		return 0, err
 	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	f, err := root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return 0, err
 	}
 	n, err := io.Copy(f, r)
 	if err == nil {
 		err = f.Chmod(mode)
+	}
+	if err == nil && !mtime.IsZero() {
+		tv := unix.NsecToTimeval(mtime.UnixNano())
+		_ = unix.Futimes(int(f.Fd()), []unix.Timeval{tv, tv})
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
