@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/mvm-dev/mvm/internal/cli.Version=$(VERSION)
 BIN := bin
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: all setup build demo test unit e2e lint bench fuzz clean
+.PHONY: all setup build demo test unit e2e lint bench bench-net fuzz clean
 
 all: build
 
@@ -47,6 +47,10 @@ lint:
 
 bench: build
 	./bench/boot/run.sh
+
+# Network throughput, connect latency and up overhead vs raw QEMU (root; ~3 min).
+bench-net: build
+	./bench/net/run.sh
 
 # Every fuzz target for FUZZ_EXECS executions (default 20000); not part of test.
 fuzz:
