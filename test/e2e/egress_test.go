@@ -21,7 +21,7 @@ func TestEgress(t *testing.T) {
 	}
 	reaches := func(r result) bool { return r.code == 0 && strings.Contains(r.stdout, labWebBody) }
 	resolves := func(vm, name string) bool {
-		r := l.sh(t, vm, "nslookup "+name)
+		r := l.nslookup(t, vm, name)
 		return r.code == 0 && strings.Contains(r.stdout, labNames[name+"."])
 	}
 	// udpEcho: does a datagram from vm reach host's UDP service? (busybox

@@ -42,7 +42,7 @@ func TestNetwork(t *testing.T) {
 				t.Fatalf("a cannot ping %s:\n%s", target, r)
 			}
 		}
-		if r := l.sh(t, "b", "nslookup a.isolated"); r.code != 0 || !strings.Contains(r.stdout, ipA) {
+		if r := l.nslookup(t, "b", "a.isolated"); r.code != 0 || !strings.Contains(r.stdout, ipA) {
 			t.Fatalf("a.isolated does not resolve to %s:\n%s", ipA, r)
 		}
 	})
@@ -127,6 +127,10 @@ func TestNetwork(t *testing.T) {
 
 	t.Run("clones get their own addresses and names", func(t *testing.T) {
 		l.must(t, 2*time.Minute, "snapshot", "create", "a", "snap-a")
+		t.Cleanup(func() {
+			l.run(t, time.Minute, "rm", "-f", "a1", "a2")
+			l.run(t, time.Minute, "snapshot", "rm", "-f", "snap-a")
+		})
 		l.must(t, bootTimeout, "up", "--from-snapshot", "snap-a", "--name", "a1")
 		l.must(t, bootTimeout, "up", "--from-snapshot", "snap-a", "--name", "a2")
 		ip1, ip2 := l.vmIP(t, "a1"), l.vmIP(t, "a2")
@@ -139,8 +143,8 @@ func TestNetwork(t *testing.T) {
 		if r := l.sh(t, "a1", "ping -c1 -W5 a2 && ping -c1 -W5 a"); r.code != 0 {
 			t.Fatalf("clone cannot reach its peers by name:\n%s", r)
 		}
-		if r := l.sh(t, "b", "nslookup a2"); !strings.Contains(r.stdout, ip2) {
-			t.Fatalf("a2 does not resolve to %s:\n%s", ip2, r)
+		if r := l.nslookup(t, "b", "a2"); !strings.Contains(r.stdout, ip2) {
+			t.Fatalf("a2 does not resolve to %s:\n%s\n%s", ip2, r, l.firewall(t))
 		}
 		if r := l.sh(t, "a2", "hostname; cat /etc/hosts"); !strings.Contains(r.stdout, "a2\n") || !strings.Contains(r.stdout, ip2+" a2.isolated a2") {
 			t.Fatalf("clone's identity:\n%s", r)
