@@ -146,6 +146,7 @@ guest agent: exec, console, health. No SSH.`,
 		newDiffCommand(g),
 		newEventsCommand(g),
 		newNetworkCommand(g),
+		newAuditCommand(g),
 	)
 	markRuntime(root)
 	return root
@@ -175,10 +176,13 @@ func markRuntime(c *cobra.Command) {
 // Main runs mvmctl and returns the process exit code. Error messages are
 // escaped as a whole (termsafe.Text): they wrap the guest agent's messages
 // and guest console lines.
-func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	root := newRoot(&globals{stdin: stdin, stdout: stdout, stderr: stderr, process: true})
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr, process: true}
+	root := newRoot(g)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
+	// State-changing verbs are recorded with their outcome (audit.go).
+	defer func() { recordAudit(ctx, g, cmd, args, err, code) }()
 	if err == nil {
 		return 0
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/vm"
 )
 
 // newSnapshotCommand groups snapshot create/ls/rm.
@@ -21,9 +22,19 @@ func newSnapshotCommand(g *globals) *cobra.Command {
 }
 
 func newSnapshotCreateCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:               "create NAME [SNAPSHOT]",
-		Short:             "Save a running VM's memory, devices and disk (default name NAME-<timestamp>)",
+	var o vm.SnapshotOptions
+	cmd := &cobra.Command{
+		Use:   "create NAME [SNAPSHOT]",
+		Short: "Save a running VM's memory, devices and disk (default name NAME-<timestamp>)",
+		Long: `Save a running VM's memory, devices and disk (default name NAME-<timestamp>).
+
+A VM given secrets (up --secret) is refused: the saved memory would hold
+/run/secrets. With --drop-secrets the agent first zeroes and removes the
+secrets and unmounts their tmpfs; the VM keeps running without them, and
+VMs restored from the snapshot have none (give them with 'up --from-snapshot
+... --secret').`,
+		Example: `  mvmctl snapshot create web
+  mvmctl snapshot create db db-clean --drop-secrets`,
 		ValidArgsFunction: completeVMNames(g),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) < 1 || len(args) > 2 {
@@ -40,7 +51,7 @@ func newSnapshotCreateCommand(g *globals) *cobra.Command {
 			if len(args) == 2 {
 				snap = args[1]
 			}
-			s, err := m.SnapshotCreate(cmd.Context(), args[0], snap)
+			s, err := m.SnapshotCreateWith(cmd.Context(), args[0], snap, o)
 			if err != nil {
 				return err
 			}
@@ -48,11 +59,17 @@ func newSnapshotCreateCommand(g *globals) *cobra.Command {
 				return writeJSON(g.stdout, s)
 			}
 			fmt.Fprintln(g.stdout, s.Name)
+			if len(s.DroppedSecrets) > 0 {
+				fmt.Fprintf(g.stderr, "Dropped secrets %s from %s before saving; %s runs on without them.\n",
+					strings.Join(s.DroppedSecrets, ", "), args[0], args[0])
+			}
 			fmt.Fprintf(g.stderr, "Saved %s in %.1fs (%s on disk). Restore with: mvmctl up --from-snapshot %s --name NEW\n",
 				args[0], s.SaveSecs, humanBytes(s.DiskBytes), s.Name)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&o.DropSecrets, "drop-secrets", false, "remove the VM's secrets (zeroed, tmpfs unmounted) before saving; required for a VM given --secret")
+	return cmd
 }
 
 func newSnapshotLsCommand(g *globals) *cobra.Command {

@@ -13,38 +13,55 @@ import (
 // newStartCommand boots a stopped VM again.
 func newStartCommand(g *globals) *cobra.Command {
 	var o vm.StartOptions
+	var secrets []string
 	cmd := &cobra.Command{
-		Use:               "start NAME",
-		Short:             "Boot a stopped VM again (same name, directory and disk)",
+		Use:   "start NAME",
+		Short: "Boot a stopped VM again (same name, directory and disk)",
+		Long: `Boot a stopped VM again (same name, directory and disk).
+
+mvmctl keeps no secret values: a VM created with --secret must be given
+every secret again (--secret NAME=@FILE or NAME=env:VAR), or start refuses.`,
 		ValidArgsFunction: completeVMNames(g),
 		Args:              exactArgs(1, "exactly one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runStart(cmd, g, args[0], o, false)
+			return runStart(cmd, g, args[0], o, secrets, false)
 		},
 	}
 	cmd.Flags().DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, vm.SecretFlagHelp)
 	return cmd
 }
 
 // newRestartCommand stops a VM and boots it again.
 func newRestartCommand(g *globals) *cobra.Command {
 	var o vm.StartOptions
+	var secrets []string
 	cmd := &cobra.Command{
-		Use:               "restart NAME",
-		Short:             "Stop a VM and boot it again from the same record (disk kept)",
+		Use:   "restart NAME",
+		Short: "Stop a VM and boot it again from the same record (disk kept)",
+		Long: `Stop a VM and boot it again from the same record (disk kept).
+
+mvmctl keeps no secret values: a VM created with --secret must be given
+every secret again (--secret NAME=@FILE or NAME=env:VAR), or restart
+refuses before stopping it.`,
 		ValidArgsFunction: completeVMNames(g),
 		Args:              exactArgs(1, "exactly one VM name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runStart(cmd, g, args[0], o, true)
+			return runStart(cmd, g, args[0], o, secrets, true)
 		},
 	}
+	cmd.Flags().StringArrayVar(&secrets, "secret", nil, vm.SecretFlagHelp)
 	cmd.Flags().DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
 	cmd.Flags().DurationVar(&o.StopTimeout, "stop-timeout", 0, "how long to wait for a graceful shutdown (default 20s)")
 	cmd.Flags().BoolVarP(&o.Force, "force", "f", false, "kill the VMM instead of a graceful shutdown")
 	return cmd
 }
 
-func runStart(cmd *cobra.Command, g *globals, name string, o vm.StartOptions, restart bool) error {
+func runStart(cmd *cobra.Command, g *globals, name string, o vm.StartOptions, secrets []string, restart bool) error {
+	var err error
+	if o.Secrets, err = vm.ParseSecretFlags(secrets, nil); err != nil {
+		return usageError{err}
+	}
 	m, err := g.manager()
 	if err != nil {
 		return err

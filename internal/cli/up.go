@@ -13,6 +13,7 @@ import (
 func newUpCommand(g *globals) *cobra.Command {
 	var o vm.UpOptions
 	var memory, flake string
+	var secrets []string
 	cmd := &cobra.Command{
 		Use:     "up [--image IMAGE] [--name NAME]",
 		Aliases: []string{"run"},
@@ -22,12 +23,22 @@ VM again use 'mvmctl start NAME'.
 
 Resources are taken from, highest first: flags, the --config file, the
 image recipe, the user's config.toml, built-in defaults; 'mvmctl inspect'
-shows which one won.`,
+shows which one won.
+
+Secrets (--secret NAME=@FILE or NAME=env:VAR, repeatable) are read on the
+host and handed to the guest agent over its authenticated channel as soon
+as it answers; the guest reads them from /run/secrets/NAME, a tmpfs (0400,
+owned by the user the image's services run as, else root). mvmctl keeps
+no value: not on the config drive, a disk, the VM directory or in logs,
+and the record lists the names only, so 'mvmctl start' and 'restart' ask
+for them again. 'snapshot create' refuses a VM with secrets unless
+--drop-secrets.`,
 		Example: `  mvmctl up
   mvmctl up --image minimal --name web --cpus 2 --memory 512M
   mvmctl up --config web.toml
   mvmctl up --from-snapshot web-snap --name web-2
   mvmctl up --image http --name web -p 8080:80
+  mvmctl up --image postgres --name db --secret db_password=@./pw.txt --secret api_token=env:API_TOKEN
   mvmctl network create isolated && mvmctl up --network isolated --name a`,
 		Args: exactArgs(0, "no arguments (use --name and --image)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -43,6 +54,10 @@ shows which one won.`,
 			}
 			if o.CPUs < 0 || o.CPUs > 255 {
 				return usageError{fmt.Errorf("--cpus %d: must be between 1 and 255", o.CPUs)}
+			}
+			var err error
+			if o.Secrets, err = vm.ParseSecretFlags(secrets, nil); err != nil {
+				return usageError{err}
 			}
 			m, err := g.manager()
 			if err != nil {
@@ -85,5 +100,6 @@ shows which one won.`,
 	f.StringVar(&o.Network, "network", "", "network to join (default: 'default'; 'none': no NIC; 'user': user-mode networking; see 'mvmctl network ls')")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port on the host for the VM's lifetime: [IP:]HOSTPORT:GUESTPORT[/udp] (IP defaults to 127.0.0.1)")
 	f.DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")
+	f.StringArrayVar(&secrets, "secret", nil, vm.SecretFlagHelp)
 	return cmd
 }

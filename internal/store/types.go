@@ -38,6 +38,9 @@ type Record struct {
 	Snapshot string `json:"snapshot,omitempty"`
 	// Net is the VM's network; nil: no NIC.
 	Net *NetInfo `json:"net,omitempty"`
+	// Secrets are the names of the secrets the VM was given (--secret).
+	// Never their values: start and restart ask for them again.
+	Secrets []string `json:"secrets,omitempty"`
 }
 
 // NetInfo is where a VM sits on its network. The network's record holds the

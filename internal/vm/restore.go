@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
@@ -70,6 +71,13 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	if err := planNet(rec, netName, o.Publish, be); err != nil {
 		return nil, err
 	}
+	// The snapshot holds no secrets (snapshot create drops them first).
+	rec.Secrets = secretNames(o.Secrets)
+	if len(s.DroppedSecrets) > 0 && len(o.Secrets) == 0 {
+		msg := fmt.Sprintf("snapshot %s was saved without its secrets (%s); %s gets none unless given with --secret", s.Name, strings.Join(s.DroppedSecrets, ", "), rec.Name)
+		p.emit("warning", msg)
+		m.Log.Warn(msg)
+	}
 	unlock, err := m.create(rec)
 	if err != nil {
 		return nil, err
@@ -121,6 +129,11 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 		return m.fail(rec, err)
 	}
 	m.Log.Debug("post-restore", "vm", rec.Name, "clock_step_ms", res.ClockStepMS, "reseeded", res.Reseeded)
+	if len(o.Secrets) > 0 {
+		if err := m.deliverSecrets(ctx, m.agentClient(h, rec.Name), rec.Name, o.Secrets, p); err != nil {
+			return m.fail(rec, err)
+		}
+	}
 	rec.State, rec.Reason = string(backend.StateRunning), ""
 	if err := m.Store.Put(rec); err != nil {
 		return nil, err

@@ -34,6 +34,9 @@ type Snapshot struct {
 	Boot        *store.Boot `json:"boot,omitempty"`
 	// Network is the source's network, which clones join by default.
 	Network string `json:"network,omitempty"`
+	// DroppedSecrets names the secrets the source held, removed from it
+	// before saving (--drop-secrets): the snapshot has none of them.
+	DroppedSecrets []string `json:"dropped_secrets,omitempty"`
 	// Filled in when listing, not stored.
 	Dir       string   `json:"dir"`
 	SizeBytes int64    `json:"size_bytes"` // apparent size of every file
@@ -48,9 +51,22 @@ func (m *Manager) SnapshotsDir() string { return filepath.Join(m.Dirs.State, "sn
 
 func (m *Manager) snapDir(name string) string { return filepath.Join(m.SnapshotsDir(), name) }
 
+// SnapshotOptions are the choices of SnapshotCreateWith.
+type SnapshotOptions struct {
+	// DropSecrets removes a VM's secrets (/run/secrets, zeroed, unmounted)
+	// before it is saved. Without it a VM given secrets is not saved: its
+	// memory image would hold them. The VM runs on without them.
+	DropSecrets bool
+}
+
 // SnapshotCreate saves a running or paused VM into a new snapshot. An empty
-// snapName becomes VM-<UTC timestamp>.
+// snapName becomes VM-<UTC timestamp>. A VM given secrets is refused.
 func (m *Manager) SnapshotCreate(ctx context.Context, vmName, snapName string) (*Snapshot, error) {
+	return m.SnapshotCreateWith(ctx, vmName, snapName, SnapshotOptions{})
+}
+
+// SnapshotCreateWith is SnapshotCreate with options.
+func (m *Manager) SnapshotCreateWith(ctx context.Context, vmName, snapName string, o SnapshotOptions) (*Snapshot, error) {
 	if snapName == "" {
 		snapName = vmName + "-" + time.Now().UTC().Format("20060102-150405")
 	}
@@ -85,6 +101,15 @@ func (m *Manager) SnapshotCreate(ctx context.Context, vmName, snapName string) (
 	if _, err := os.Stat(dir); err == nil {
 		return nil, fmt.Errorf("snapshot %q already exists (remove it with 'mvmctl snapshot rm %s')", snapName, snapName)
 	}
+	if len(rec.Secrets) > 0 {
+		if !o.DropSecrets {
+			return nil, fmt.Errorf("VM %s was given secrets (%s): %w; add --drop-secrets to remove them from the VM first (it keeps running without them, and clones get none)",
+				vmName, strings.Join(rec.Secrets, ", "), errSecretsHeld)
+		}
+		if err := m.dropSecrets(ctx, rec, h); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(m.SnapshotsDir(), 0o700); err != nil {
 		return nil, err
 	}
@@ -105,6 +130,7 @@ func (m *Manager) SnapshotCreate(ctx context.Context, vmName, snapName string) (
 	if rec.Net != nil {
 		s.Network = rec.Net.Network
 	}
+	s.DroppedSecrets = rec.Secrets
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return nil, err
@@ -204,6 +230,32 @@ func (m *Manager) SnapshotRemove(ctx context.Context, name string, force bool) e
 	}
 	if err := os.RemoveAll(s.Dir); err != nil {
 		return fmt.Errorf("remove snapshot %s: %w", name, err)
+	}
+	return nil
+}
+
+// dropSecrets has the agent zero and remove every secret and unmount its
+// tmpfs, so the memory image about to be saved holds none. A paused VM is
+// resumed for it and paused again. The record keeps the names: the VM
+// still needs them on its next start.
+func (m *Manager) dropSecrets(ctx context.Context, rec *store.Record, h backend.Handle) error {
+	if rec.State == string(backend.StatePaused) {
+		pr, ok := h.(backend.Pauser)
+		if !ok {
+			return fmt.Errorf("VM %s is paused and cannot be resumed to drop its secrets; resume it first", rec.Name)
+		}
+		if err := pr.Resume(ctx); err != nil {
+			return fmt.Errorf("resume %s to drop its secrets: %w", rec.Name, err)
+		}
+		defer func() {
+			if err := pr.Pause(ctx); err != nil {
+				m.Log.Warn("could not pause the VM again after dropping its secrets", "vm", rec.Name, "err", err)
+			}
+		}()
+	}
+	p := &progress{vm: rec.Name, start: time.Now()}
+	if err := m.deliverSecrets(ctx, m.agentClient(h, rec.Name), rec.Name, nil, p); err != nil {
+		return fmt.Errorf("drop secrets before the snapshot: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/store"
 )
@@ -16,6 +17,9 @@ type StartOptions struct {
 	StopTimeout time.Duration // Restart only
 	Force       bool          // Restart only: kill instead of a graceful stop
 	Progress    Progress
+	// Secrets replace the VM's secrets (secrets.go); every name the record
+	// lists must be given again. Start zeroes the values when it returns.
+	Secrets []proto.Secret
 }
 
 // disker is implemented by handles that can report the drives they used,
@@ -27,7 +31,12 @@ type disker interface {
 // Start boots a stopped (or failed) VM again from its record: same name,
 // directory and writable disk, a fresh config drive and a fresh VMM.
 func (m *Manager) Start(ctx context.Context, name string, o StartOptions) (*store.Record, error) {
+	return m.start(ctx, name, o, "start")
+}
+
+func (m *Manager) start(ctx context.Context, name string, o StartOptions, verb string) (*store.Record, error) {
 	start := time.Now()
+	defer wipeSecrets(o.Secrets)
 	// Get reconciles first, so a crashed VM reads as stopped or failed.
 	if _, err := m.Get(ctx, name); err != nil {
 		return nil, err
@@ -48,6 +57,9 @@ func (m *Manager) Start(ctx context.Context, name string, o StartOptions) (*stor
 	if active(rec.State) {
 		return nil, fmt.Errorf("VM %q is %s; wait for it or stop it with 'mvmctl down %s'", name, rec.State, name)
 	}
+	if err := checkSecretsGiven(rec, o.Secrets, verb); err != nil {
+		return nil, err
+	}
 	if rec.Boot == nil || rec.Backend == "" {
 		return nil, fmt.Errorf("VM %q has no boot record (created by an older mvmctl or interrupted early); recreate it with 'mvmctl rm %s && mvmctl up --name %s'", name, name, name)
 	}
@@ -67,6 +79,9 @@ func (m *Manager) Start(ctx context.Context, name string, o StartOptions) (*stor
 		return nil, fmt.Errorf("backend %s is not usable: %w (run 'mvmctl doctor')", rec.Backend, err)
 	}
 	spec := backend.Spec{ImageDigest: rec.ImageDigest}
+	if len(o.Secrets) > 0 {
+		spec.Cmdline = secretsKernelArgs
+	}
 	if h, err := be.Open(rec.Dir); err == nil {
 		// Leftover processes of the old run would hold the disk.
 		killQuietly(h)
@@ -89,6 +104,7 @@ func (m *Manager) Start(ctx context.Context, name string, o StartOptions) (*stor
 		spec.RootImage = rec.Boot.Rootfs
 	}
 	p := &progress{fn: o.Progress, vm: name, start: start}
+	defer m.deliverOnContact(rec, o.Secrets, p)()
 	if err := m.boot(ctx, rec, be, spec, o.BootTimeout, p); err != nil {
 		return rec, err
 	}
@@ -98,8 +114,19 @@ func (m *Manager) Start(ctx context.Context, name string, o StartOptions) (*stor
 
 // Restart stops a VM (if it runs) and boots it again from the same record.
 func (m *Manager) Restart(ctx context.Context, name string, o StartOptions) (*store.Record, error) {
+	// Before stopping it: a VM that cannot get its secrets back stays up.
+	rec, err := m.Get(ctx, name)
+	if err != nil {
+		wipeSecrets(o.Secrets)
+		return nil, err
+	}
+	if err := checkSecretsGiven(rec, o.Secrets, "restart"); err != nil {
+		wipeSecrets(o.Secrets)
+		return nil, err
+	}
 	if _, err := m.Down(ctx, name, o.StopTimeout, o.Force); err != nil {
+		wipeSecrets(o.Secrets)
 		return nil, fmt.Errorf("restart %s: %w", name, err)
 	}
-	return m.Start(ctx, name, o)
+	return m.start(ctx, name, o, "restart")
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/image"
@@ -32,6 +33,10 @@ type UpOptions struct {
 	Network  string
 	Publish  []string
 	Progress Progress
+	// Secrets (ParseSecretFlags) go to the guest's /run/secrets once its
+	// agent answers; the record keeps their names only. Up zeroes the
+	// values when it returns.
+	Secrets []proto.Secret
 }
 
 // Up builds (or reuses) the image, boots a VM and waits until its agent is
@@ -40,6 +45,7 @@ type UpOptions struct {
 // process outlives a failed `up` unseen.
 func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	start := time.Now()
+	defer wipeSecrets(o.Secrets)
 	var vc *VMConfig
 	if o.ConfigFile != "" {
 		var err error
@@ -90,6 +96,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	if err := planNet(rec, resolveNetwork(o, vc, m), o.Publish, be); err != nil {
 		return nil, err
 	}
+	defer m.deliverOnContact(rec, o.Secrets, p)()
 	unlock, err := m.create(rec)
 	if err != nil {
 		return nil, err
@@ -109,6 +116,9 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	rec.ImageDigest = art.Digest
 	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console}
 	spec := backend.Spec{RootImage: art.Rootfs, ImageDigest: art.Digest}
+	if len(o.Secrets) > 0 {
+		spec.Cmdline = secretsKernelArgs
+	}
 	if err := m.boot(ctx, rec, be, spec, o.BootTimeout, p); err != nil {
 		return rec, err
 	}
@@ -185,6 +195,11 @@ func (m *Manager) waitReady(ctx context.Context, h backend.Handle, rec *store.Re
 		hr, err := ac.Health(actx)
 		cancel()
 		if err == nil {
+			// The agent answers: what must reach it before the guest can be
+			// ready (secrets) goes now.
+			if err := firstContact(ctx, rec, ac); err != nil {
+				return err
+			}
 			if hr.Ready {
 				return nil
 			}

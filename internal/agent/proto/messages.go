@@ -31,6 +31,7 @@ const (
 	OpCopyOut  = "copy-out"
 	OpTimeSync = "time-sync"
 	OpDiff     = "diff"
+	OpSecrets  = "secrets" // secrets.go
 )
 
 // Request is the single request of a connection. Args holds the operation's

@@ -52,9 +52,13 @@ func FuzzHandleConn(f *testing.F) {
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"diff","args":{"root":"/"}}`)))
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"post-restore","args":{"unix_nano":1,"hostname":"clone","entropy":"AAAA"}}`)))
 	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"post-restore","args":{"hostname":"clone","network":{"interfaces":[{"mac":"02:00:0a:58:00:06","address":"10.88.0.6/24","gateway":"10.88.0.1","mtu":1500}],"dns":["10.88.0.1"],"search":["default"],"hosts":[{"ip":"10.88.0.6","names":["clone"]}]}}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"secrets","args":{"secrets":[{"name":"db_password","data":"aHVudGVyMg=="},{"name":"tls.key","data":"","mode":288}]}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"secrets","args":{"secrets":[]}}`)))
+	f.Add(seedFrames(hello, fr(proto.TRequest, `{"op":"secrets","args":{"secrets":[{"name":"../../etc/passwd","data":"eA=="}]}}`)))
 	// Nothing a fuzzed request does may reach this machine: programs are
-	// refused, copies and diffs are confined to a temp dir, and post-restore
-	// and forward talk to fakes instead of the clock, hostname and network.
+	// refused, copies, diffs and secrets are confined to a temp dir, and
+	// post-restore, forward and the secrets tmpfs talk to fakes instead of
+	// the clock, hostname, network and mount table.
 	s := New(Config{
 		Log:              discardLogger(),
 		HandshakeTimeout: time.Second,
@@ -66,6 +70,7 @@ func FuzzHandleConn(f *testing.F) {
 		return nil, errors.New("exec disabled while fuzzing")
 	}
 	s.sys = fakeGuestSys(nil)
+	(&fakeMounts{}).install(&s.sys)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		done := make(chan struct{})
 		go func() {

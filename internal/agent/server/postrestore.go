@@ -34,6 +34,12 @@ type guestSys struct {
 	hostname    func() (string, error)
 	// configureNetwork applies a network config and summarises it.
 	configureNetwork func(ctx context.Context, n *guestcfg.Network) (string, error)
+	// mount, unmount and mountInfo (the bytes of /proc/self/mountinfo)
+	// serve the secrets tmpfs (secrets.go); run on a host, the real calls
+	// would mount over its directories.
+	mount     func(source, target, fstype string, flags uintptr, data string) error
+	unmount   func(target string, flags int) error
+	mountInfo func() ([]byte, error)
 }
 
 // postRestoreNetworkWait bounds the network step: the NIC is already there
@@ -55,6 +61,9 @@ var realGuestSys = guestSys{
 	configureNetwork: func(ctx context.Context, n *guestcfg.Network) (string, error) {
 		return netcfg.Configure(ctx, n, netcfg.DefaultEtc)
 	},
+	mount:     unix.Mount,
+	unmount:   unix.Unmount,
+	mountInfo: readMountInfo,
 }
 
 // postRestore steps the clock, credits fresh entropy, reseeds the CRNG, sets

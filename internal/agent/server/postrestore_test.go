@@ -44,6 +44,10 @@ func fakeGuestSys(rec *sysCalls) guestSys {
 			rec.network = n
 			return "eth0 " + n.Interfaces[0].Address, nil
 		},
+		// Never mount: secrets tests install a fakeMounts (secrets_test.go).
+		mount:     func(string, string, string, uintptr, string) error { return errors.New("mount disabled in tests") },
+		unmount:   func(string, int) error { return errors.New("unmount disabled in tests") },
+		mountInfo: func() ([]byte, error) { return nil, nil },
 	}
 }
 

@@ -398,6 +398,8 @@ func (s *Server) dispatch(ctx context.Context, w *wire, req *proto.Request) erro
 		return s.postRestore(w, req.Args)
 	case proto.OpDiff:
 		return s.diff(w, req.Args)
+	case proto.OpSecrets:
+		return s.secrets(w, req.Args)
 	default:
 		return w.fail(proto.Errorf(proto.CodeUnknownOp, "operation %q is not supported", req.Op))
 	}
