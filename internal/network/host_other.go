@@ -28,3 +28,6 @@ func dockerUserChain() bool { return false }
 
 func (m *Manager) AllowAddresses(*Network, []netip.Addr, time.Duration) error { return nil }
 func (m *Manager) DropCounters(*Network) map[string]uint64                    { return nil }
+
+// SetLinkUp needs Linux links.
+func SetLinkUp(string, bool) error { return nil }

@@ -11,6 +11,7 @@ import (
 	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/image"
+	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/store"
 )
 
@@ -106,6 +107,13 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	if err != nil {
 		return m.fail(rec, fmt.Errorf("network: %w", err))
 	}
+	tap := ""
+	if lease != nil && lease.Attach.TAP != "" {
+		tap = lease.Attach.TAP
+		if err := network.SetLinkUp(tap, false); err != nil {
+			return m.fail(rec, fmt.Errorf("network: %w", err))
+		}
+	}
 	h, err := r.Restore(ctx, spec, s.Dir)
 	if err != nil {
 		return m.fail(rec, err)
@@ -129,6 +137,11 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 		return m.fail(rec, err)
 	}
 	m.Log.Debug("post-restore", "vm", rec.Name, "clock_step_ms", res.ClockStepMS, "reseeded", res.Reseeded)
+	if tap != "" {
+		if err := network.SetLinkUp(tap, true); err != nil {
+			return m.fail(rec, fmt.Errorf("network: %w", err))
+		}
+	}
 	if len(o.Secrets) > 0 {
 		if err := m.deliverSecrets(ctx, m.agentClient(h, rec.Name), rec.Name, o.Secrets, p); err != nil {
 			return m.fail(rec, err)
