@@ -41,6 +41,10 @@ type Config struct {
 	Remove []string `json:"remove,omitempty"`
 	// Publish lists host ports forwarded to the guest while the VM runs.
 	Publish []Publish `json:"publish,omitempty"`
+	// VMMGuard is set for a VMM that changes its credentials (QEMU with
+	// -runas), which clears the parent-death signal that kills it with the
+	// supervisor: a guard process does that instead (guard.go).
+	VMMGuard bool `json:"vmm_guard,omitempty"`
 }
 
 // Publish is one host listener proxied to an address of the guest (bridged

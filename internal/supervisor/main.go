@@ -31,6 +31,9 @@ func Main(args []string) int {
 	debug.SetGCPercent(50)
 	syscall.Umask(0o077)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if len(args) > 0 && args[0] == guardArg {
+		return runGuard(args[1:], log)
+	}
 	if len(args) != 1 {
 		log.Error("usage: " + Arg + " <vm-dir>")
 		return 2
@@ -114,6 +117,13 @@ func run(dir string, log *slog.Logger) error {
 		consoleDone()
 		pub.close()
 		return failed(err)
+	}
+	if cfg.VMMGuard {
+		if guard, err := startGuard(vmm.Process.Pid, log); err != nil {
+			log.Error("the vmm may outlive a killed supervisor", "err", err)
+		} else {
+			go guard.Wait()
+		}
 	}
 	stopPublish := pub.serve(ctx)
 	if pids.VMM, err = ReadProc(vmm.Process.Pid); err != nil {

@@ -21,8 +21,18 @@ func TestEgress(t *testing.T) {
 	}
 	reaches := func(r result) bool { return r.code == 0 && strings.Contains(r.stdout, labWebBody) }
 	resolves := func(vm, name string) bool {
-		r := l.nslookup(t, vm, name)
-		return r.code == 0 && strings.Contains(r.stdout, labNames[name+"."])
+		// busybox nslookup exits 0 when the AAAA half answers and the A half
+		// was lost; ask again before calling a name unresolvable.
+		for i := 0; i < 3; i++ {
+			r := l.nslookup(t, vm, name)
+			if r.code == 0 && strings.Contains(r.stdout, labNames[name+"."]) {
+				return true
+			}
+			if strings.Contains(r.stdout+r.stderr, "NXDOMAIN") {
+				return false
+			}
+		}
+		return false
 	}
 	// udpEcho: does a datagram from vm reach host's UDP service? (busybox
 	// has no UDP nc; its tftp client sends one to any port, and the fake

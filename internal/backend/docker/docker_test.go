@@ -70,7 +70,7 @@ func TestMapState(t *testing.T) {
 func TestBuildCreate(t *testing.T) {
 	spec := backend.Spec{Name: "web", Dir: "/s/vms/web", CPUs: 2, MemoryMiB: 256,
 		Guest: &guestcfg.Config{Version: 1, Name: "web", Hostname: "web-host"}}
-	b := buildCreate(spec, "mvm-image:abc-f1", 1000, 100)
+	b := buildCreate(spec, "mvm-image:abc-f1", "/s/vms/web/guestconfig/123", 1000, 100)
 	if b.Hostname != "web-host" || b.Image != "mvm-image:abc-f1" {
 		t.Errorf("hostname/image: %q %q", b.Hostname, b.Image)
 	}
@@ -83,7 +83,7 @@ func TestBuildCreate(t *testing.T) {
 		t.Errorf("labels = %v", b.Labels)
 	}
 	hc := b.HostConfig
-	wantBinds := []string{"/s/vms/web/run:/run/mvm", "/s/vms/web/config:/mnt/config"}
+	wantBinds := []string{"/s/vms/web/run:/run/mvm", "/s/vms/web/guestconfig/123:/mnt/config"}
 	if !reflect.DeepEqual(hc.Binds, wantBinds) {
 		t.Errorf("binds = %q", hc.Binds)
 	}
@@ -91,7 +91,7 @@ func TestBuildCreate(t *testing.T) {
 		t.Errorf("host config = %+v", hc)
 	}
 	// Unset limits stay unset (Docker's defaults), not zero-valued limits.
-	raw, _ := json.Marshal(buildCreate(backend.Spec{Name: "x", Dir: "/d"}, "i", 0, 0))
+	raw, _ := json.Marshal(buildCreate(backend.Spec{Name: "x", Dir: "/d"}, "i", "/d/c", 0, 0))
 	if bytes.Contains(raw, []byte("NanoCpus")) || bytes.Contains(raw, []byte(`"Memory"`)) {
 		t.Errorf("unset limits serialised: %s", raw)
 	}
@@ -138,10 +138,14 @@ func TestLayout(t *testing.T) {
 	if err := os.WriteFile(spec.SerialLog, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := layout(spec); err != nil {
+	cfgDir, err := layout(spec)
+	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(dir, configDir, guestcfg.FileName))
+	if filepath.Dir(cfgDir) != filepath.Join(dir, configParent) {
+		t.Errorf("config dir %s is not under %s", cfgDir, configParent)
+	}
+	f, err := os.Open(filepath.Join(cfgDir, guestcfg.FileName))
 	if err != nil {
 		t.Fatal(err)
 	}

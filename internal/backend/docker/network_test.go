@@ -42,7 +42,7 @@ func TestApplyNetwork(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := buildCreate(backend.Spec{Name: "web", Dir: "/d"}, "i", 0, 0)
+			b := buildCreate(backend.Spec{Name: "web", Dir: "/d"}, "i", "/d/c", 0, 0)
 			applyNetwork(&b, tt.att, tt.pub)
 			if b.HostConfig.NetworkMode != tt.mode {
 				t.Errorf("network mode %q, want %q", b.HostConfig.NetworkMode, tt.mode)
@@ -71,7 +71,7 @@ func TestApplyNetwork(t *testing.T) {
 		})
 	}
 	// The wire names are the Engine API's.
-	b := buildCreate(backend.Spec{Name: "web", Dir: "/d"}, "i", 0, 0)
+	b := buildCreate(backend.Spec{Name: "web", Dir: "/d"}, "i", "/d/c", 0, 0)
 	applyNetwork(&b, tests[2].att, tests[2].pub)
 	raw, _ := json.Marshal(b)
 	for _, want := range []string{`"NetworkingConfig":{"EndpointsConfig":{"mvm-lab-abc123":{"Aliases":["web"]}}}`,

@@ -174,8 +174,18 @@ func TestRealDocker(t *testing.T) {
 	waitReady(t, ctx, ac, h)
 
 	// The agent deleted the config (it holds the guest's private key).
-	if _, err := os.Stat(filepath.Join(dir, configDir, guestcfg.FileName)); !os.IsNotExist(err) {
-		t.Errorf("mvm.json still on the host after the agent read it: %v", err)
+	if left, _ := filepath.Glob(filepath.Join(dir, configParent, "*", guestcfg.FileName)); len(left) > 0 {
+		t.Errorf("mvm.json still on the host after the agent read it: %v", left)
+	}
+
+	// The guest plants a link to a host file where its config was; the next
+	// start must not write the config (the guest's key) through it.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("host data\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if ex, err := ac.Exec(ctx, proto.ExecRequest{Argv: []string{"ln", "-s", victim, GuestConfigDir + "/" + guestcfg.FileName}}, nil, &stdout, &stderr); err != nil || ex.Code != 0 {
+		t.Fatalf("plant link: %v %+v %s", err, ex, stderr.String())
 	}
 
 	// The console log reaches the spec's serial log.
@@ -213,6 +223,9 @@ func TestRealDocker(t *testing.T) {
 	}
 	waitReady(t, ctx, client.New(h3.DialAgent, client.WithWrap(wrap)), h3)
 	t.Logf("up with cached image: %v", time.Since(start))
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "host data\n" {
+		t.Errorf("restart wrote through the guest's link: victim = %q, %v", b, err)
+	}
 	if err := h3.Remove(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,11 @@ import (
 // the container sees them.
 const (
 	stateFile = backend.RecordFile
-	runDir    = "run"    // rw at GuestRunDir: agent socket, console log
-	configDir = "config" // at GuestConfigDir: mvm.json, deleted by the agent once read
+	runDir    = "run" // rw at GuestRunDir: agent socket, console log
+	// legacyConfigDir is the config directory older versions mounted at
+	// GuestConfigDir and wrote again on every start; now each start mounts
+	// a new one under configParent (configdir.go), and this one is removed.
+	legacyConfigDir = "config"
 
 	GuestRunDir    = "/run/mvm"
 	GuestConfigDir = "/mnt/config"

@@ -59,7 +59,8 @@ func ContainerName(name, dir string) string {
 // stops is gone at once, so nothing leaks past `down`; the console log
 // lives in the VM directory and survives it. The network is none until
 // applyNetwork puts the container on one.
-func buildCreate(spec backend.Spec, image string, uid, gid int) createBody {
+// cfgDir is the host directory mounted at GuestConfigDir (newConfigDir).
+func buildCreate(spec backend.Spec, image, cfgDir string, uid, gid int) createBody {
 	b := createBody{
 		Hostname: hostname(spec),
 		Image:    image,
@@ -77,8 +78,9 @@ func buildCreate(spec backend.Spec, image string, uid, gid int) createBody {
 		HostConfig: hostConfig{
 			Binds: []string{
 				filepath.Join(spec.Dir, runDir) + ":" + GuestRunDir,
-				// rw: the agent deletes mvm.json (it holds the guest key) once read.
-				filepath.Join(spec.Dir, configDir) + ":" + GuestConfigDir,
+				// rw: the agent deletes mvm.json (it holds the guest key) once
+				// read. A new directory every start: see configdir.go.
+				cfgDir + ":" + GuestConfigDir,
 			},
 			AutoRemove:  true,
 			NetworkMode: noNetwork,
@@ -142,11 +144,12 @@ func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := layout(spec); err != nil {
+	cfgDir, err := layout(spec)
+	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", spec.Dir, err)
 	}
 	rec := record{Backend: Name, Container: ContainerName(spec.Name, spec.Dir), Image: ref, Socket: e.sock}
-	body := buildCreate(spec, ref, os.Getuid(), os.Getgid())
+	body := buildCreate(spec, ref, cfgDir, os.Getuid(), os.Getgid())
 	applyNetwork(&body, att, spec.Publish)
 	if att != nil {
 		rec.Network = att.Network
@@ -174,33 +177,34 @@ func (e *engine) start(ctx context.Context, spec backend.Spec) (*Handle, error) 
 	return h, nil
 }
 
-// layout creates run/ (socket, console log) and config/mvm.json, and points
-// the spec's serial log at the console log so `mvmctl logs` reads it.
-func layout(spec backend.Spec) error {
+// layout creates run/ (socket, console log) and a new config directory
+// holding mvm.json, whose path it returns, and points the spec's serial log
+// at the console log so `mvmctl logs` reads it.
+func layout(spec backend.Spec) (cfgDir string, err error) {
 	run := filepath.Join(spec.Dir, runDir)
-	cfg := filepath.Join(spec.Dir, configDir)
-	for _, d := range []string{run, cfg} {
-		// 0700: only the VM's owner reaches the agent socket inside.
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return err
-		}
+	// 0700: only the VM's owner reaches the agent socket inside.
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return "", err
 	}
 	b, err := guestConfig(spec).Encode()
 	if err != nil {
-		return fmt.Errorf("guest config: %w", err)
+		return "", fmt.Errorf("guest config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg, guestcfg.FileName), append(b, '\n'), 0o600); err != nil {
-		return err
+	if cfgDir, err = newConfigDir(spec.Dir, append(b, '\n')); err != nil {
+		return "", err
 	}
 	// A stale socket from an earlier run would make dials fail confusingly.
 	_ = os.Remove(filepath.Join(run, agentSock))
 	if spec.SerialLog == "" {
-		return nil
+		return cfgDir, nil
 	}
 	target := filepath.Join(run, consoleLog)
 	if rel, err := filepath.Rel(filepath.Dir(spec.SerialLog), target); err == nil {
 		target = rel
 	}
 	_ = os.Remove(spec.SerialLog)
-	return os.Symlink(target, spec.SerialLog)
+	if err := os.Symlink(target, spec.SerialLog); err != nil {
+		return "", err
+	}
+	return cfgDir, nil
 }

@@ -71,6 +71,10 @@ type launch struct {
 	MemShare bool   `json:",omitempty"`
 	// NICs are virtio-net devices, each on a TAP or the user-mode stack.
 	NICs []backend.NIC `json:",omitempty"`
+	// Confine is how QEMU is confined (confine.go): its seccomp filter and
+	// the user it drops to, with why either is missing. Nil in launches
+	// recorded before QEMU was confined.
+	Confine *Confinement `json:",omitempty"`
 }
 
 // memBackendID names the RAM backend object; it is also the RAM block's id
@@ -120,16 +124,21 @@ func listenFD(l launch, path string) string {
 	return strconv.Itoa(supervisor.FirstListenFD + i)
 }
 
+// binary is the QEMU executable l runs: its override, else its arch's.
+func (l launch) binary() string {
+	if l.Binary != "" {
+		return l.Binary
+	}
+	return arches[l.Arch].Binary
+}
+
 // buildArgv renders the QEMU command line. It is pure so it can be table-tested.
 func buildArgv(l launch) ([]string, error) {
 	a, ok := arches[l.Arch]
 	if !ok {
 		return nil, fmt.Errorf("unsupported architecture %q", l.Arch)
 	}
-	bin := a.Binary
-	if l.Binary != "" {
-		bin = l.Binary
-	}
+	bin := l.binary()
 	accel, cpu := "tcg", "max"
 	if l.KVM {
 		accel, cpu = "kvm", "host"
@@ -138,12 +147,13 @@ func buildArgv(l launch) ([]string, error) {
 	if l.MemPath != "" {
 		machine += ",memory-backend=" + memBackendID
 	}
-	argv := []string{bin,
-		"-name", esc(l.Name),
+	argv := []string{bin, "-name", esc(l.Name)}
+	argv = append(argv, l.Confine.args()...)
+	argv = append(argv,
 		"-M", machine,
 		"-accel", accel, "-cpu", cpu,
 		"-m", strconv.Itoa(l.MemoryMiB), "-smp", strconv.Itoa(l.CPUs),
-	}
+	)
 	if l.MemPath != "" {
 		argv = append(argv, "-object", fmt.Sprintf("memory-backend-file,id=%s,size=%dM,mem-path=%s,share=%s",
 			memBackendID, l.MemoryMiB, esc(l.MemPath), onOff(l.MemShare)))
@@ -180,6 +190,8 @@ func buildArgv(l launch) ([]string, error) {
 		drive := fmt.Sprintf("id=%s,file=%s,format=%s,if=none", esc(d.ID), esc(d.Path), format)
 		if d.ReadOnly {
 			drive += ",readonly=on"
+		} else if l.Confine.dropsPrivileges() {
+			drive += keepReadWrite
 		}
 		argv = append(argv, "-drive", drive, "-device", "virtio-blk-device,drive="+esc(d.ID))
 	}

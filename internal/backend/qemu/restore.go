@@ -102,11 +102,14 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 	if l.Disks, err = restoreDisks(ctx, m, snapDir, spec); err != nil {
 		return nil, err
 	}
+	// The clone's QEMU is confined as this host confines one now, whatever
+	// the source's was: confinement is no part of the machine.
+	l.Confine = confinementFor(ctx, l.binary())
 	argv, err := buildArgv(l)
 	if err != nil {
 		return nil, err
 	}
-	if err := sameMachine(m.SourceArgv, argv); err != nil {
+	if err := sameMachine(withoutConfinement(m.SourceArgv), withoutConfinement(argv)); err != nil {
 		return nil, fmt.Errorf("this mvmctl would not rebuild the saved machine: %w", err)
 	}
 	argv = append(argv, "-incoming", "defer")

@@ -75,6 +75,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if !kvm {
 		l.TSCKHz = hostTSCKHz()
 	}
+	l.Confine = confinementFor(ctx, l.binary())
 	if vsockUsable(ctx) {
 		cid, err := allocateCID()
 		if err != nil {
@@ -158,6 +159,14 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	// file); only a VM's own file, never a snapshot's it maps private.
 	if l := rec.Launch; l != nil && l.MemShare && filepath.Dir(l.MemPath) == dir {
 		cfg.Remove = append(cfg.Remove, l.MemPath)
+	}
+	// A QEMU that dropped privileges (-runas) cannot delete its pid file,
+	// and has lost the signal that would kill it with the supervisor.
+	if l := rec.Launch; l != nil && l.PidFile != "" {
+		cfg.Remove = append(cfg.Remove, l.PidFile)
+	}
+	if l := rec.Launch; l != nil && l.Confine.dropsPrivileges() {
+		cfg.VMMGuard = true
 	}
 	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {
 		return nil, err
