@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -53,14 +56,14 @@ func (m *Manager) Logs(ctx context.Context, name string, n int, follow bool, w i
 func writeLogTail(path string, n int, w io.Writer) (*os.File, error) {
 	// The old generation first: a rotation between the two opens then loses
 	// a generation from the output rather than repeating one.
-	old, err := os.Open(oldLog(path))
+	old, err := openLog(oldLog(path))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
 	if old != nil {
 		defer old.Close()
 	}
-	f, err := os.Open(path)
+	f, err := openLog(path)
 	if err != nil && (!errors.Is(err, os.ErrNotExist) || old == nil) {
 		return nil, err
 	}
@@ -161,7 +164,7 @@ func followLog(ctx context.Context, path string, f *os.File, w io.Writer, gone f
 			fst, ferr := fstat(f)
 			switch {
 			case f == nil || ferr != nil || !os.SameFile(st, fst):
-				nf, err := os.Open(path)
+				nf, err := openLog(path)
 				if err != nil {
 					break // gone again; try on the next tick
 				}
@@ -202,4 +205,33 @@ func fstat(f *os.File) (os.FileInfo, error) {
 		return nil, os.ErrClosed
 	}
 	return f.Stat()
+}
+
+// openLog opens a console log that must lie inside its VM's directory. A
+// container's log lives in a directory the guest can write (run/, linked
+// from the VM directory), so the guest could put a link there to any host
+// file: every link is resolved and the result must stay in the VM
+// directory, and the last component is opened without following links.
+func openLog(path string) (*os.File, error) {
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.EvalSymlinks(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	if !strings.HasPrefix(real, dir+string(filepath.Separator)) {
+		return nil, fmt.Errorf("console log %s leads to %s, outside the VM's directory: refusing to read it (a guest-planted link?)", path, real)
+	}
+	fd, err := unix.Open(real, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: real, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), real)
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("console log %s is not a regular file", real)
+	}
+	return f, nil
 }

@@ -160,3 +160,38 @@ func waitOutput(t *testing.T, out *syncBuf, want string) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A guest that controls the directory a console log lives in cannot make
+// logs print a host file.
+func TestLogsRefuseLinkOutOfVMDir(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(secret, []byte("root:secret-hash\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := filepath.Join(dir, "run")
+	os.Mkdir(run, 0o755)
+	// The guest replaces its console log with a link to a host file.
+	if err := os.Symlink(secret, filepath.Join(run, "console.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(run, "console.log"), filepath.Join(dir, "serial.log")); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	_, err := writeLogTail(filepath.Join(dir, "serial.log"), 0, &out)
+	if err == nil || strings.Contains(out.String(), "secret-hash") {
+		t.Fatalf("read through a guest link: %v %q", err, out.String())
+	}
+	// A log inside the directory, through our own link, still reads.
+	os.Remove(filepath.Join(run, "console.log"))
+	os.WriteFile(filepath.Join(run, "console.log"), []byte("booted\n"), 0o600)
+	out.Reset()
+	f, err := writeLogTail(filepath.Join(dir, "serial.log"), 0, &out)
+	if err != nil || !strings.Contains(out.String(), "booted") {
+		t.Fatalf("own log: %v %q", err, out.String())
+	}
+	if f != nil {
+		f.Close()
+	}
+}

@@ -147,7 +147,8 @@ func restoreMemory(m Manifest, snapDir, dir string) (path string, share bool, er
 		}
 		return path, false, nil
 	case m.MemBackend:
-		return filepath.Join(dir, memFile), true, nil
+		p, err := newMemFile(dir)
+		return p, true, err
 	}
 	return "", false, nil
 }

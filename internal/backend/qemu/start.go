@@ -63,8 +63,11 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		Transport: guestcfg.TransportSerial, SerialSock: filepath.Join(dir, serialSock),
 		// RAM in a file of the VM's own, mapped shared: a snapshot then
 		// copies the file instead of streaming RAM through QEMU.
-		MemPath: filepath.Join(dir, memFile), MemShare: true,
+		MemShare: true,
 		NICs: spec.NICs,
+	}
+	if l.MemPath, err = newMemFile(dir); err != nil {
+		return nil, err
 	}
 	if l.CPUs <= 0 {
 		l.CPUs = 1
@@ -118,6 +121,8 @@ func prepareDir(dir string) error {
 	if vmRunning(dir) {
 		return fmt.Errorf("a VM is already running in %s", dir)
 	}
+	// A supervisor killed outright leaves the last run's RAM file.
+	_ = removeOwnMem(dir)
 	for _, f := range []string{qmpSock, serialSock, consoleSock, supervisor.AgentSock, qemuPid, memFile} {
 		os.Remove(filepath.Join(dir, f))
 	}
@@ -157,7 +162,7 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	}
 	// Guest RAM is worthless once QEMU exits (a cold start makes a fresh
 	// file); only a VM's own file, never a snapshot's it maps private.
-	if l := rec.Launch; l != nil && l.MemShare && filepath.Dir(l.MemPath) == dir {
+	if l := rec.Launch; l != nil && l.MemShare && ownMemFile(l.MemPath, dir) {
 		cfg.Remove = append(cfg.Remove, l.MemPath)
 	}
 	// A QEMU that dropped privileges (-runas) cannot delete its pid file,
