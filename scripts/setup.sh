@@ -5,7 +5,7 @@
 set -euo pipefail
 
 arch=$(dpkg --print-architecture)
-pkgs=(qemu-utils e2fsprogs busybox-static "linux-image-cloud-${arch}" faketime cpio mmdebstrap)
+pkgs=(qemu-utils e2fsprogs busybox-static "linux-image-cloud-${arch}" faketime cpio mmdebstrap passt)
 case "$arch" in
   amd64) pkgs+=(qemu-system-x86) ;;
   arm64) pkgs+=(qemu-system-arm) ;;

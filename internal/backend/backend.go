@@ -79,6 +79,8 @@ type NIC struct {
 type UserNet struct {
 	Subnet, Gateway, DNS, GuestIP string
 	Forwards                      []Publish
+	// MTU is the guest's; passt needs to be told it.
+	MTU int `json:",omitempty"`
 }
 
 // Publish is one published port.

@@ -67,6 +67,7 @@ func Run(ctx context.Context, o Options) Report {
 	add(toolCheck("busybox", "the minimal image's userland", "apt-get install busybox-static", Fail, ""))
 	add(toolCheck("mkfs.ext4", "building ext4 root and config disks", "apt-get install e2fsprogs", Fail, ""))
 	add(toolCheck("debugfs", "reproducible image timestamps", "apt-get install e2fsprogs", Fail, ""))
+	add(toolCheck("passt", "user-mode networking (unprivileged VMs)", "apt-get install passt", Warn, "user-mode networks fall back to QEMU's built-in stack, which is slower"))
 	add(agentCheck(o.FindAgent))
 	add(supervisorCheck())
 	if o.Networks != nil {

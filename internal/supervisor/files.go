@@ -45,6 +45,8 @@ type Config struct {
 	// -runas), which clears the parent-death signal that kills it with the
 	// supervisor: a guard process does that instead (guard.go).
 	VMMGuard bool `json:"vmm_guard,omitempty"`
+	// Helpers run beside the VMM (helpers.go).
+	Helpers []Helper `json:"helpers,omitempty"`
 }
 
 // Publish is one host listener proxied to an address of the guest (bridged

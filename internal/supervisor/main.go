@@ -88,9 +88,15 @@ func run(dir string, log *slog.Logger) error {
 	if err != nil {
 		return failed(err)
 	}
+	helperEnds, stopHelpers, err := startHelpers(cfg.Helpers, log)
+	if err != nil {
+		pub.close()
+		return failed(err)
+	}
 	listeners, err := listenAll(cfg.Listen)
 	if err != nil {
 		pub.close()
+		stopHelpers()
 		return failed(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -107,15 +113,16 @@ func run(dir string, log *slog.Logger) error {
 			go r.run(ctx)
 		}
 	}
-	vmm, err := startVMM(cfg, listeners)
+	vmm, err := startVMM(cfg, append(listeners, helperEnds...))
 	// QEMU holds its own copies now; the paths stay bound.
-	for _, f := range listeners {
+	for _, f := range append(listeners, helperEnds...) {
 		f.Close()
 	}
 	if err != nil {
 		cancel()
 		consoleDone()
 		pub.close()
+		stopHelpers()
 		return failed(err)
 	}
 	if cfg.VMMGuard {
@@ -148,6 +155,7 @@ func run(dir string, log *slog.Logger) error {
 	// Free the host ports before the exit is recorded, so a new start can
 	// bind them at once.
 	stopPublish()
+	stopHelpers()
 	consoleDone()
 	ex := exitOf(vmm.ProcessState, werr)
 	log.Info("vmm exited", "code", ex.Code, "signal", ex.Signal)

@@ -50,13 +50,30 @@ type Configurator struct {
 	// rtnl kind such as virtio_net. Tests widen it to the virtual link type
 	// they can create.
 	restoredKinds []string
+	// Announce, when set, is called with each gateway once its route is
+	// up (the agent sends it one datagram: see announce).
+	Announce func(gw net.IP)
 }
 
 // Configure applies n with the defaults and etc as the resolv.conf/hosts
 // directory.
 func Configure(ctx context.Context, n *guestcfg.Network, etc string) (string, error) {
-	c := Configurator{Etc: etc}
+	c := Configurator{Etc: etc, Announce: announce}
 	return c.Configure(ctx, n)
+}
+
+// announce sends one datagram to the gateway's discard port. Its ARP
+// request is the guest's first frame: a user-mode stack outside the VMM
+// (passt) learns the guest's MAC from it, so a published port answers
+// before the guest has sent anything of its own; a bridge learns the port.
+func announce(gw net.IP) {
+	c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: gw, Port: 9})
+	if err != nil {
+		return
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.Write([]byte{0})
+	c.Close()
 }
 
 // Configure switches IPv6 off unless n asks for it, writes resolv.conf and
@@ -294,6 +311,9 @@ func (c *Configurator) configureLink(h *netlink.Handle, link netlink.Link, ifc g
 			return "", fmt.Errorf("%s: default route via %s: %w", name, gw, err)
 		}
 		summary += " via " + ifc.Gateway
+		if c.Announce != nil {
+			c.Announce(gw)
+		}
 	}
 	mtu := link.Attrs().MTU
 	if l, err := h.LinkByIndex(link.Attrs().Index); err == nil {

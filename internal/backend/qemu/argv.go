@@ -71,6 +71,11 @@ type launch struct {
 	MemShare bool   `json:",omitempty"`
 	// NICs are virtio-net devices, each on a TAP or the user-mode stack.
 	NICs []backend.NIC `json:",omitempty"`
+	// Passt is the passt binary serving user-mode NICs; empty: QEMU's
+	// built-in stack.
+	Passt string `json:",omitempty"`
+	// Dir is the VM directory (passt's sockets live there).
+	Dir string `json:",omitempty"`
 	// Confine is how QEMU is confined (confine.go): its seccomp filter and
 	// the user it drops to, with why either is missing. Nil in launches
 	// recorded before QEMU was confined.
@@ -211,7 +216,7 @@ func buildArgv(l launch) ([]string, error) {
 		return nil, fmt.Errorf("unsupported agent transport %q", l.Transport)
 	}
 	for _, n := range l.NICs {
-		nd, err := netdev(n, l.KVM)
+		nd, err := netdev(n, l.KVM, l.passtFD(n))
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +228,7 @@ func buildArgv(l launch) ([]string, error) {
 
 // netdev renders a NIC's host side: a TAP we created (QEMU only opens it),
 // or QEMU's user-mode stack with its port forwards.
-func netdev(n backend.NIC, kvm bool) (string, error) {
+func netdev(n backend.NIC, kvm bool, passtFD int) (string, error) {
 	if n.ID == "" || strings.ContainsAny(n.ID, ",=") {
 		return "", fmt.Errorf("invalid NIC id %q", n.ID)
 	}
@@ -234,6 +239,10 @@ func netdev(n backend.NIC, kvm bool) (string, error) {
 	case n.TAP != "":
 		// vhost-net only helps (and only works) with KVM.
 		return fmt.Sprintf("tap,id=%s,ifname=%s,script=no,downscript=no,vhost=%s", n.ID, esc(n.TAP), onOff(kvm)), nil
+	case n.User != nil && passtFD > 0:
+		// passt, a process of its own beside QEMU, over a socket pair the
+		// supervisor made.
+		return fmt.Sprintf("stream,id=%s,server=off,addr.type=fd,addr.str=%d", n.ID, passtFD), nil
 	case n.User != nil:
 		u := n.User
 		s := fmt.Sprintf("user,id=%s,net=%s,host=%s,dns=%s,ipv6=off", n.ID, u.Subnet, u.Gateway, u.DNS)
@@ -246,4 +255,29 @@ func netdev(n backend.NIC, kvm bool) (string, error) {
 		return s, nil
 	}
 	return "", fmt.Errorf("NIC %s has neither a TAP nor user-mode networking", n.ID)
+}
+
+// passtNICs are the NICs passt serves, in order.
+func (l launch) passtNICs() []backend.NIC {
+	var out []backend.NIC
+	if l.Passt == "" {
+		return nil
+	}
+	for _, n := range l.NICs {
+		if n.User != nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// passtFD is the descriptor QEMU gets for n's passt (after the listening
+// sockets, in passtNICs order), or 0 for QEMU's own stack.
+func (l launch) passtFD(n backend.NIC) int {
+	for i, p := range l.passtNICs() {
+		if p.ID == n.ID {
+			return supervisor.FirstListenFD + len(listenSockets(l)) + i
+		}
+	}
+	return 0
 }

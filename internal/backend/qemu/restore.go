@@ -96,6 +96,13 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		}
 	}
 	l.NICs = spec.NICs
+	l.Passt, l.Dir = "", dir
+	for _, n := range l.NICs {
+		if n.User != nil {
+			l.Passt = passtBinary(ctx, l.binary())
+			break
+		}
+	}
 	if l.MemPath, l.MemShare, err = restoreMemory(m, snapDir, dir); err != nil {
 		return nil, err
 	}

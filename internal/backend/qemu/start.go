@@ -64,7 +64,13 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		// RAM in a file of the VM's own, mapped shared: a snapshot then
 		// copies the file instead of streaming RAM through QEMU.
 		MemShare: true,
-		NICs: spec.NICs,
+		NICs:     spec.NICs,
+	}
+	for _, n := range l.NICs {
+		if n.User != nil {
+			l.Passt, l.Dir = passtBinary(ctx, l.binary()), dir
+			break
+		}
 	}
 	if l.MemPath, err = newMemFile(dir); err != nil {
 		return nil, err
@@ -152,6 +158,15 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 			cfg.ConsoleSock, cfg.ConsoleLog = l.ConsoleSock, l.SerialLog
 		}
 		cfg.Listen = listenSockets(*l)
+	}
+	if l := rec.Launch; l != nil {
+		for _, n := range l.passtNICs() {
+			h, err := passtHelper(l.Passt, dir, n)
+			if err != nil {
+				return nil, err
+			}
+			cfg.Helpers = append(cfg.Helpers, h)
+		}
 	}
 	for _, p := range rec.Publish {
 		cfg.Publish = append(cfg.Publish, supervisor.Publish{
