@@ -147,6 +147,7 @@ guest agent: exec, console, health. No SSH.`,
 		newEventsCommand(g),
 		newNetworkCommand(g),
 		newAuditCommand(g),
+		newSecurityCommand(g),
 	)
 	markRuntime(root)
 	return root

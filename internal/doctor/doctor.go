@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/backend/qemu"
 	"github.com/mvm-dev/mvm/internal/image"
 	"github.com/mvm-dev/mvm/internal/kvmprobe"
 	"github.com/mvm-dev/mvm/internal/network"
@@ -61,13 +62,14 @@ func Run(ctx context.Context, o Options) Report {
 	var r Report
 	add := func(c Check) { r.Checks = append(r.Checks, c) }
 	add(qemuCheck(ctx))
+	add(confinementCheck(ctx))
 	add(toolCheck("qemu-img", "copy-on-write VM disks", "apt-get install qemu-utils", Warn, "without it each VM gets a full copy of the root disk"))
 	add(kvmCheck(ctx))
 	add(kernelCheck())
 	add(toolCheck("busybox", "the minimal image's userland", "apt-get install busybox-static", Fail, ""))
 	add(toolCheck("mkfs.ext4", "building ext4 root and config disks", "apt-get install e2fsprogs", Fail, ""))
 	add(toolCheck("debugfs", "reproducible image timestamps", "apt-get install e2fsprogs", Fail, ""))
-	add(toolCheck("passt", "user-mode networking (unprivileged VMs)", "apt-get install passt", Warn, "user-mode networks fall back to QEMU's built-in stack, which is slower"))
+	add(toolCheck("passt", "the opt-in user-mode stack (MVM_USERNET=passt)", "apt-get install passt", Warn, "user-mode networks use QEMU's built-in stack, the default"))
 	add(agentCheck(o.FindAgent))
 	add(supervisorCheck())
 	if o.Networks != nil {
@@ -125,6 +127,33 @@ func qemuCheck(ctx context.Context) Check {
 		return c
 	}
 	c.Status, c.Detail = OK, fmt.Sprintf("%s: %s", p, strings.SplitN(strings.TrimSpace(string(out)), "\n", 2)[0])
+	return c
+}
+
+// confinementCheck reports how a new VM's QEMU would be confined (see
+// internal/backend/qemu/confine.go): under its seccomp filter and, when
+// mvmctl runs as root, as an unprivileged uid.
+func confinementCheck(ctx context.Context) Check {
+	c := Check{Name: "qemu confinement"}
+	if _, err := exec.LookPath(qemuBinary()); err != nil {
+		c.Status, c.Detail, c.Fix = Warn, "not checked: "+qemuBinary()+" not found", "install QEMU (see the qemu check)"
+		return c
+	}
+	conf := qemu.ConfinementStatus(ctx)
+	who := "as your uid"
+	if conf.RunAs != "" {
+		who = "as uid:gid " + conf.RunAs + " (-runas), not root"
+	}
+	switch {
+	case conf.Sandbox == "":
+		c.Status, c.Detail = Warn, "QEMU runs without a seccomp filter, "+who
+		c.Fix = "install a QEMU built with seccomp support on a kernel with CONFIG_SECCOMP_FILTER"
+	default:
+		c.Status, c.Detail = OK, "QEMU runs under its seccomp filter (-sandbox "+conf.Sandbox+"), "+who
+	}
+	if len(conf.Notes) > 0 {
+		c.Detail += "; " + strings.Join(conf.Notes, "; ")
+	}
 	return c
 }
 
