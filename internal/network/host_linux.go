@@ -106,7 +106,7 @@ func ensureBridge(n *Network) error {
 		if !errors.As(err, &nf) {
 			return fmt.Errorf("find bridge %s: %w", n.Bridge, err)
 		}
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU}}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: n.Bridge, MTU: n.MTU, HardwareAddr: bridgeMAC(n)}}
 		if err := netlink.LinkAdd(br); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("create bridge %s: %w", n.Bridge, err)
 		}
@@ -116,6 +116,14 @@ func ensureBridge(n *Network) error {
 	}
 	if _, ok := l.(*netlink.Bridge); !ok {
 		return fmt.Errorf("network %s: %s exists but is a %s, not a bridge", n.Name, n.Bridge, l.Type())
+	}
+	// A bridge without a MAC of its own takes its lowest port's, so every
+	// TAP that comes or goes could change the gateway's MAC under the VMs'
+	// ARP caches (their DNS then times out until the entry expires).
+	if mac := bridgeMAC(n); l.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(l, mac); err != nil {
+			return fmt.Errorf("set %s's MAC: %w", n.Bridge, err)
+		}
 	}
 	_ = writeSysctl("net/ipv6/conf/"+n.Bridge+"/disable_ipv6", "1")
 	gw := netip.MustParseAddr(n.Gateway)
@@ -228,4 +236,10 @@ func readSysctl(key string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// bridgeMAC is a network's gateway MAC: locally administered, stable.
+func bridgeMAC(n *Network) net.HardwareAddr {
+	m, _ := net.ParseMAC(vmMAC(&Network{Name: n.Name}, "\x00gateway"))
+	return m
 }

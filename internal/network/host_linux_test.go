@@ -101,6 +101,9 @@ func TestBridgeLifecycle(t *testing.T) {
 		if br.Attrs().Flags&1 == 0 {
 			t.Fatal("bridge is down")
 		}
+		if br.Attrs().HardwareAddr.String() != bridgeMAC(n).String() {
+			t.Fatalf("bridge MAC %s, want its own stable %s", br.Attrs().HardwareAddr, bridgeMAC(n))
+		}
 		tap, err := netlink.LinkByName(lease.Attach.TAP)
 		if err != nil {
 			t.Fatalf("tap missing: %v", err)
@@ -122,6 +125,10 @@ func TestBridgeLifecycle(t *testing.T) {
 		}
 		if lb.Attach.IP == lease.Attach.IP || lb.Attach.MAC == lease.Attach.MAC {
 			t.Fatal("two VMs share an address or MAC")
+		}
+		// Ports coming and going leave the gateway's MAC alone.
+		if br2, _ := netlink.LinkByName(n.Bridge); br2.Attrs().HardwareAddr.String() != bridgeMAC(n).String() {
+			t.Fatalf("bridge MAC changed to %s when a port was added", br2.Attrs().HardwareAddr)
 		}
 		// Attaching again is idempotent.
 		again, err := m.Attach(ctx, DefaultName, "a", nil)
