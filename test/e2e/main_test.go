@@ -102,10 +102,16 @@ func (r result) String() string {
 // mvm runs mvmctl with args and a deadline.
 func mvm(t *testing.T, timeout time.Duration, stdin string, args ...string) result {
 	t.Helper()
+	return mvmWith(t, timeout, stdin, nil, args...)
+}
+
+// mvmWith is mvm with extra environment variables.
+func mvmWith(t *testing.T, timeout time.Duration, stdin string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mvmctl, args...)
-	cmd.Env = baseEnv
+	cmd.Env = append(append([]string(nil), baseEnv...), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if stdin != "" {

@@ -2,14 +2,12 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,7 +32,7 @@ func TestSecrets(t *testing.T) {
 		mvm(t, time.Minute, "", "snapshot", "rm", "-f", snap)
 	})
 
-	up := mvmEnv(t, bootTimeout, env, append([]string{"up", "--name", name, "--memory", "128M"}, secretFlags...)...)
+	up := mvmWith(t, bootTimeout, "", env, append([]string{"up", "--name", name, "--memory", "128M"}, secretFlags...)...)
 	if up.code != 0 {
 		t.Fatalf("up: %s", up)
 	}
@@ -94,7 +92,7 @@ func TestSecrets(t *testing.T) {
 		!strings.Contains(r.stderr, "mvmctl start "+name+" --secret db_password=@FILE --secret api.token=@FILE") {
 		t.Fatalf("start without the secrets: %s", r)
 	}
-	if r := mvmEnv(t, bootTimeout, env, append([]string{"start", name}, secretFlags...)...); r.code != 0 {
+	if r := mvmWith(t, bootTimeout, "", env, append([]string{"start", name}, secretFlags...)...); r.code != 0 {
 		t.Fatalf("start with the secrets: %s", r)
 	}
 	checkGuestSecrets("after start")
@@ -133,28 +131,6 @@ func uniqueValue(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return "mvm-e2e-secret-" + hex.EncodeToString(b)
-}
-
-// mvmEnv is mvm with extra environment variables (env:VAR secrets).
-func mvmEnv(t *testing.T, timeout time.Duration, env []string, args ...string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, mvmctl, args...)
-	cmd.Env = append(append([]string(nil), baseEnv...), env...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	r := result{stdout: so.String(), stderr: se.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("mvmctl %v: %v\n%s", args, err, r)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("mvmctl %v: timed out after %s\n%s", args, timeout, r)
-	}
-	return r
 }
 
 // assertNotOnHost fails if any regular file under dirs holds a value, raw
