@@ -292,26 +292,11 @@ func (m *Manager) removeDockerNetwork(ctx context.Context, n *Network) error {
 // assigns the address and MAC when the container starts; SetAddress records
 // them. The returned lease's Network.DockerName is what to join.
 func (m *Manager) AttachDocker(ctx context.Context, name, vm string, ports []Port) (*Lease, error) {
-	if err := ValidateName(name); err != nil {
-		return nil, err
-	}
-	if name == DefaultName && !m.Store.Exists(name) {
-		if _, err := m.Create(ctx, CreateOptions{Name: DefaultName}); err != nil && !errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("create the default network: %w", err)
-		}
-	}
-	unlock, err := m.Store.Lock(name)
+	n, unlock, err := m.openForAttach(ctx, name, vm, ports)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	n, err := m.Store.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkPortClash(n, vm, ports); err != nil {
-		return nil, err
-	}
 	// Never silently open: a policy the Docker backend cannot enforce is
 	// refused.
 	if !egressOpen(n.Egress) {

@@ -242,26 +242,11 @@ func (m *Manager) Attach(ctx context.Context, name, vm string, ports []Port) (*L
 	if name == ModeUser {
 		return UserLease(vm, ports), nil
 	}
-	if err := ValidateName(name); err != nil {
-		return nil, err
-	}
-	if name == DefaultName && !m.Store.Exists(name) {
-		if _, err := m.Create(ctx, CreateOptions{Name: DefaultName}); err != nil && !errors.Is(err, ErrExists) {
-			return nil, fmt.Errorf("create the default network: %w", err)
-		}
-	}
-	unlock, err := m.Store.Lock(name)
+	n, unlock, err := m.openForAttach(ctx, name, vm, ports)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	n, err := m.Store.Get(name)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkPortClash(n, vm, ports); err != nil {
-		return nil, err
-	}
 	a := n.Attached[vm]
 	if a == nil {
 		a = &Attachment{VM: vm, MAC: vmMAC(n, vm)}
@@ -292,6 +277,33 @@ func (m *Manager) Attach(ctx context.Context, name, vm string, ports []Port) (*L
 		}
 	}
 	return &Lease{Network: n, Attach: a}, nil
+}
+
+// openForAttach is the first step of every attach: the network's record
+// (the default network made on first use), read under its lock, with vm's
+// ports checked against the other VMs'. The caller must call unlock.
+func (m *Manager) openForAttach(ctx context.Context, name, vm string, ports []Port) (*Network, func(), error) {
+	if err := ValidateName(name); err != nil {
+		return nil, nil, err
+	}
+	if name == DefaultName && !m.Store.Exists(name) {
+		if _, err := m.Create(ctx, CreateOptions{Name: DefaultName}); err != nil && !errors.Is(err, ErrExists) {
+			return nil, nil, fmt.Errorf("create the default network: %w", err)
+		}
+	}
+	unlock, err := m.Store.Lock(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := m.Store.Get(name)
+	if err == nil {
+		err = checkPortClash(n, vm, ports)
+	}
+	if err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return n, unlock, nil
 }
 
 // checkPortClash refuses a host port another VM of the network publishes.
