@@ -148,6 +148,7 @@ guest agent: exec, console, health. No SSH.`,
 		newNetworkCommand(g),
 		newAuditCommand(g),
 		newSecurityCommand(g),
+		newKeyCommand(g),
 	)
 	markRuntime(root)
 	return root

@@ -31,6 +31,9 @@ type Config struct {
 	StopTimeout    Duration `toml:"stop_timeout" json:"stop_timeout,omitempty"`
 	// ConsoleIdleTimeout ends an unused console session (agent default 15m).
 	ConsoleIdleTimeout Duration `toml:"console_idle_timeout" json:"console_idle_timeout,omitempty"`
+	// Trust is the [trust] table: which template stores must serve signed
+	// templates (see docs/signing.md).
+	Trust TrustPolicy `toml:"trust,omitempty" json:"trust,omitzero"`
 }
 
 // Built-in defaults, the last step of every precedence chain.
@@ -93,7 +96,7 @@ func (c *Config) Validate() error {
 	if c.DefaultMemoryMiB < 0 || (c.DefaultMemoryMiB > 0 && c.DefaultMemoryMiB < 64) {
 		return fmt.Errorf("default_memory_mib = %d: must be at least 64", c.DefaultMemoryMiB)
 	}
-	return nil
+	return c.Trust.Validate()
 }
 
 // Encode renders c as TOML (only the keys that are set).
