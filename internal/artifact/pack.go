@@ -1,0 +1,476 @@
+package artifact
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/mvm-dev/mvm/internal/registry"
+)
+
+// Defaults for PackOptions.
+const (
+	// DefaultChunkSize keeps a layer (at most this, compressed or not) far
+	// below per-layer limits of registries and proxies in front of them,
+	// and bounds what a broken download loses.
+	DefaultChunkSize = 64 << 20
+	// DefaultCompressMin: files up to this size (JSON, small state) are
+	// stored raw; compressing them saves little and makes them unreadable
+	// to a human browsing the registry.
+	DefaultCompressMin = 1 << 20
+)
+
+// Input is one file to pack: Name in the artifact, Path on disk.
+type Input struct {
+	Name string
+	Path string
+	// Mode is the file's mode in the artifact (0644, 0600 or 0444); 0
+	// derives it from the file's permissions: 0600 if only its owner may
+	// read it, else 0444 if nobody may write it, else 0644.
+	Mode os.FileMode
+}
+
+// PackOptions tune Pack. The zero value is usable.
+type PackOptions struct {
+	// TempDir is where the spool directory of blobs goes (os.TempDir() if
+	// empty). It needs room for the compressed artifact.
+	TempDir string
+	// ChunkSize is the uncompressed size of a chunk (DefaultChunkSize if
+	// 0), between MinChunkSize and MaxChunkSize.
+	ChunkSize int64
+	// CompressMin: files larger than this are zstd-compressed, chunk by
+	// chunk, where that saves at least 1/32 (DefaultCompressMin if 0; -1
+	// compresses nothing).
+	CompressMin int64
+	// Template is the caller's metadata for Config.Template (JSON).
+	Template json.RawMessage
+	// Name, if set, is the manifest's dev.mvm.template annotation.
+	Name string
+	// Created, if set, is the manifest's org.opencontainers.image.created
+	// annotation. Leave it zero for a manifest digest that depends only on
+	// the files.
+	Created time.Time
+	// Annotations are added to the manifest's.
+	Annotations map[string]string
+	// Concurrency is how many files are packed at once (GOMAXPROCS, at most
+	// 4, if 0).
+	Concurrency int
+	Progress    func(Progress)
+}
+
+// Packed is a packed artifact: its manifest and config, ready to push, and
+// its layer blobs in a spool directory. Close removes the spool.
+type Packed struct {
+	Config       Config
+	ConfigBytes  []byte
+	ConfigDesc   registry.Descriptor
+	Manifest     []byte
+	ManifestDesc registry.Descriptor
+	// Blobs are the distinct layer blobs, in the order the manifest first
+	// uses them.
+	Blobs []registry.Descriptor
+
+	dir      string
+	blobFile map[string]string // digest → first file using it, for progress
+}
+
+// Close removes the spooled blobs.
+func (p *Packed) Close() error {
+	if p.dir == "" {
+		return nil
+	}
+	err := os.RemoveAll(p.dir)
+	p.dir = ""
+	return err
+}
+
+// OpenBlob opens a spooled layer blob.
+func (p *Packed) OpenBlob(digest string) (*os.File, error) {
+	h, err := digestHex(digest)
+	if err != nil {
+		return nil, err
+	}
+	if p.dir == "" {
+		return nil, errors.New("packed artifact is closed")
+	}
+	return os.Open(filepath.Join(p.dir, "sha256", h))
+}
+
+// modeOf maps a source file's permissions onto the allowed modes: private
+// stays private (guest RAM, keys), read-only stays read-only.
+func modeOf(perm os.FileMode) os.FileMode {
+	switch {
+	case perm&0o077 == 0:
+		return 0o600
+	case perm&0o200 == 0:
+		return 0o444
+	default:
+		return 0o644
+	}
+}
+
+// Pack reads the inputs and builds an artifact of them: files sorted by
+// name, each cut into chunks compressed deterministically, so the same
+// files and options give the same digests. Whole chunks the filesystem
+// reports as holes are not read. The files must not change while Pack
+// reads them; a change of size or mtime is an error.
+func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err error) {
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = DefaultChunkSize
+	}
+	if opts.ChunkSize < MinChunkSize || opts.ChunkSize > MaxChunkSize {
+		return nil, fmt.Errorf("pack: chunk size %d outside [%d, %d]", opts.ChunkSize, MinChunkSize, MaxChunkSize)
+	}
+	if opts.CompressMin == 0 {
+		opts.CompressMin = DefaultCompressMin
+	}
+	if opts.CompressMin < 0 {
+		opts.CompressMin = MaxFileSize
+	}
+	var template json.RawMessage
+	if len(opts.Template) > 0 {
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, opts.Template); err != nil {
+			return nil, fmt.Errorf("pack: template metadata: %w", err)
+		}
+		template = buf.Bytes()
+	}
+	if err := validateAnnotations(opts.Annotations); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+
+	inputs = slices.Clone(inputs)
+	slices.SortFunc(inputs, func(a, b Input) int { return strings.Compare(a.Name, b.Name) })
+	names := make([]string, len(inputs))
+	for i, in := range inputs {
+		if err := ValidateName(in.Name); err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+		if in.Mode != 0 && !allowedModes[in.Mode] {
+			return nil, fmt.Errorf("pack: %s: mode %#o not allowed (0644, 0600 or 0444)", in.Name, uint32(in.Mode))
+		}
+		names[i] = in.Name
+	}
+	if len(inputs) == 0 || len(inputs) > MaxFiles {
+		return nil, fmt.Errorf("pack: %d files, want 1 to %d", len(inputs), MaxFiles)
+	}
+	if err := validateNames(names); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	var total, chunks int64
+	for _, in := range inputs {
+		fi, err := os.Stat(in.Path)
+		if err != nil {
+			return nil, fmt.Errorf("pack: %w", err)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("pack: %s is not a regular file", in.Path)
+		}
+		total += fi.Size()
+		chunks += (fi.Size() + opts.ChunkSize - 1) / opts.ChunkSize
+	}
+	if chunks > MaxChunks {
+		return nil, fmt.Errorf("pack: %d chunks, more than %d: use a larger chunk size", chunks, MaxChunks)
+	}
+
+	dir, err := os.MkdirTemp(opts.TempDir, "mvm-pack-")
+	if err != nil {
+		return nil, fmt.Errorf("pack: spool: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(dir)
+		}
+	}()
+	if err := os.Mkdir(filepath.Join(dir, "sha256"), 0o700); err != nil {
+		return nil, fmt.Errorf("pack: spool: %w", err)
+	}
+
+	pk := &packer{
+		dir:   dir,
+		opts:  &opts,
+		prog:  newProgress(opts.Progress, PhasePack, total),
+		zero:  map[int64]layer{},
+		files: make([]packedFile, len(inputs)),
+	}
+	idx := make([]int, len(inputs))
+	for i := range idx {
+		idx[i] = i
+	}
+	err = forEach(ctx, concurrency(opts.Concurrency, cpus()), idx, func(ctx context.Context, i int) error {
+		pf, err := pk.packFile(ctx, inputs[i])
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", inputs[i].Path, err)
+		}
+		pk.files[i] = pf
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	p := &Packed{
+		Config:   Config{Version: ConfigVersion, Template: template},
+		dir:      dir,
+		blobFile: map[string]string{},
+	}
+	m := Manifest{
+		SchemaVersion: 2,
+		MediaType:     registry.ManifestMediaType,
+		ArtifactType:  registry.ArtifactType,
+		Annotations:   map[string]string{},
+	}
+	maps.Copy(m.Annotations, opts.Annotations)
+	if opts.Name != "" {
+		m.Annotations[AnnotationTemplate] = opts.Name
+	}
+	if !opts.Created.IsZero() {
+		m.Annotations[AnnotationCreated] = opts.Created.UTC().Format(time.RFC3339)
+	}
+	if len(m.Annotations) == 0 {
+		m.Annotations = nil
+	}
+	for _, pf := range pk.files {
+		p.Config.Files = append(p.Config.Files, pf.file)
+		for j := range pf.file.Chunks {
+			l := pf.layers[j]
+			zstd := l.MediaType == registry.LayerZstdMediaType
+			m.Layers = append(m.Layers, Descriptor{
+				MediaType:   l.MediaType,
+				Digest:      l.Digest,
+				Size:        l.Size,
+				Annotations: layerAnnotations(&pf.file, &pf.file.Chunks[j], zstd),
+			})
+			if _, ok := p.blobFile[l.Digest]; !ok {
+				p.blobFile[l.Digest] = pf.file.Name
+				p.Blobs = append(p.Blobs, l.Blob())
+			}
+		}
+	}
+
+	if p.ConfigBytes, err = json.Marshal(&p.Config); err != nil {
+		return nil, fmt.Errorf("pack: config: %w", err)
+	}
+	// Decode what we wrote, so a pack that a pull would refuse (too big,
+	// bad metadata) fails here and not at the far end.
+	if _, err := DecodeConfig(p.ConfigBytes); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	p.ConfigDesc = registry.Descriptor{MediaType: registry.ConfigMediaType, Digest: digestOf(p.ConfigBytes), Size: int64(len(p.ConfigBytes))}
+	m.Config = Descriptor{MediaType: p.ConfigDesc.MediaType, Digest: p.ConfigDesc.Digest, Size: p.ConfigDesc.Size}
+	if p.Manifest, err = json.Marshal(&m); err != nil {
+		return nil, fmt.Errorf("pack: manifest: %w", err)
+	}
+	dm, err := DecodeManifest(p.Manifest)
+	if err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	if _, err := checkLayers(dm, &p.Config); err != nil {
+		return nil, fmt.Errorf("pack: %w", err)
+	}
+	p.ManifestDesc = registry.Descriptor{MediaType: registry.ManifestMediaType, Digest: digestOf(p.Manifest), Size: int64(len(p.Manifest))}
+	slog.Debug("artifact packed", "files", len(p.Config.Files), "layers", len(m.Layers), "blobs", len(p.Blobs), "manifest", p.ManifestDesc.Digest)
+	return p, nil
+}
+
+// layer is a spooled blob.
+type layer = Descriptor
+
+type packedFile struct {
+	file   File
+	layers []layer
+}
+
+type packer struct {
+	dir   string
+	opts  *PackOptions
+	prog  *progress
+	mu    sync.Mutex
+	zero  map[int64]layer // all-zero chunk of a size → its blob
+	files []packedFile
+}
+
+func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
+	f, err := os.Open(in.Path)
+	if err != nil {
+		return packedFile{}, err
+	}
+	defer f.Close()
+	before, err := f.Stat()
+	if err != nil {
+		return packedFile{}, err
+	}
+	if !before.Mode().IsRegular() {
+		return packedFile{}, errors.New("not a regular file")
+	}
+	size := before.Size()
+	mode := in.Mode
+	if mode == 0 {
+		mode = modeOf(before.Mode().Perm())
+	}
+	compress := size > pk.opts.CompressMin
+	enc, err := newEncoder()
+	if err != nil {
+		return packedFile{}, err
+	}
+	defer enc.Close()
+
+	pf := packedFile{file: File{Name: in.Name, Size: size, Mode: mode, Chunks: []Chunk{}}}
+	whole := sha256.New()
+	for off, i := int64(0), 0; off < size; off, i = off+pk.opts.ChunkSize, i+1 {
+		if err := ctx.Err(); err != nil {
+			return packedFile{}, err
+		}
+		n := min(pk.opts.ChunkSize, size-off)
+		var l layer
+		if compress && isHole(f, off, n) {
+			if err := writeZeros(whole, n); err != nil {
+				return packedFile{}, err
+			}
+			l, err = pk.zeroLayer(enc, n)
+		} else {
+			l, err = pk.packChunk(enc, f, off, n, compress, whole)
+		}
+		if err != nil {
+			return packedFile{}, fmt.Errorf("chunk %d: %w", i, err)
+		}
+		pf.file.Chunks = append(pf.file.Chunks, Chunk{Index: i, Offset: off, Size: n, Digest: l.Digest})
+		pf.layers = append(pf.layers, l)
+		pk.prog.add(in.Name, n)
+	}
+	after, err := f.Stat()
+	if err != nil {
+		return packedFile{}, err
+	}
+	if after.Size() != size || !after.ModTime().Equal(before.ModTime()) {
+		return packedFile{}, errors.New("file changed while being packed")
+	}
+	pf.file.SHA256 = hex.EncodeToString(whole.Sum(nil))
+	return pf, nil
+}
+
+// zeroLayer is the blob of n zero bytes, made once per size: packChunk on
+// zeros, so the result is the very blob a file of real zeros gives.
+func (pk *packer) zeroLayer(enc *zstd.Encoder, n int64) (layer, error) {
+	pk.mu.Lock()
+	defer pk.mu.Unlock()
+	if l, ok := pk.zero[n]; ok {
+		return l, nil
+	}
+	l, err := pk.packChunk(enc, zeroReaderAt{}, 0, n, true, io.Discard)
+	if err != nil {
+		return layer{}, err
+	}
+	pk.zero[n] = l
+	return l, nil
+}
+
+type zeroReaderAt struct{}
+
+func (zeroReaderAt) ReadAt(p []byte, _ int64) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// packChunk spools [off, off+n) of src as one blob, feeding the bytes to
+// whole on the way. Compressed, unless that saves less than 1/32; then the
+// chunk is read again and stored raw, checked against the first read.
+func (pk *packer) packChunk(enc *zstd.Encoder, src io.ReaderAt, off, n int64, compress bool, whole io.Writer) (layer, error) {
+	tmp, err := os.CreateTemp(pk.dir, "chunk-")
+	if err != nil {
+		return layer{}, err
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name()) // gone already once committed
+	}()
+	raw := sha256.New()
+	if !compress {
+		if err := copyChunk(tmp, src, off, n, raw, whole); err != nil {
+			return layer{}, err
+		}
+		return pk.commit(tmp, registry.LayerMediaType, raw, n)
+	}
+
+	stored := sha256.New()
+	cw := &countWriter{}
+	enc.Reset(io.MultiWriter(tmp, stored, cw))
+	r := io.TeeReader(io.NewSectionReader(src, off, n), io.MultiWriter(raw, whole))
+	got, err := io.Copy(enc, r)
+	if err != nil {
+		return layer{}, err
+	}
+	if got != n {
+		return layer{}, errors.New("file shrank while being packed")
+	}
+	if err := enc.Close(); err != nil {
+		return layer{}, err
+	}
+	if cw.n < n-n/32 {
+		return pk.commit(tmp, registry.LayerZstdMediaType, stored, cw.n)
+	}
+
+	first := raw.Sum(nil)
+	if err := tmp.Truncate(0); err != nil {
+		return layer{}, err
+	}
+	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+		return layer{}, err
+	}
+	raw.Reset()
+	if err := copyChunk(tmp, src, off, n, raw, io.Discard); err != nil {
+		return layer{}, err
+	}
+	if !bytes.Equal(raw.Sum(nil), first) {
+		return layer{}, errors.New("file changed while being packed")
+	}
+	return pk.commit(tmp, registry.LayerMediaType, raw, n)
+}
+
+func copyChunk(dst io.Writer, src io.ReaderAt, off, n int64, hashes ...io.Writer) error {
+	w := io.MultiWriter(append([]io.Writer{dst}, hashes...)...)
+	got, err := io.Copy(w, io.NewSectionReader(src, off, n))
+	if err != nil {
+		return err
+	}
+	if got != n {
+		return errors.New("file shrank while being packed")
+	}
+	return nil
+}
+
+// commit moves a finished temp blob to its content address. Two workers
+// committing the same content race harmlessly: the bytes are the same.
+func (pk *packer) commit(tmp *os.File, mediaType string, h hash.Hash, size int64) (layer, error) {
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := tmp.Close(); err != nil {
+		return layer{}, err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(pk.dir, "sha256", sum)); err != nil {
+		return layer{}, err
+	}
+	return layer{MediaType: mediaType, Digest: "sha256:" + sum, Size: size}, nil
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
