@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what mvm needs on a Debian/Ubuntu host: QEMU, a guest kernel,
-# busybox for the minimal image, e2fsprogs for ext4 images, and Go to build.
+# busybox for the minimal image, e2fsprogs for ext4 images, and Go to build;
+# and for the registry tests a docker-registry, an S3 gateway (versitygw)
+# and the standard OCI clients (crane, oras).
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
 arch=$(dpkg --print-architecture)
-pkgs=(qemu-utils e2fsprogs busybox-static "linux-image-cloud-${arch}" faketime cpio mmdebstrap passt)
+pkgs=(qemu-utils e2fsprogs busybox-static "linux-image-cloud-${arch}" faketime cpio mmdebstrap passt docker-registry)
 case "$arch" in
   amd64) pkgs+=(qemu-system-x86) ;;
   arm64) pkgs+=(qemu-system-arm) ;;
@@ -22,6 +24,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The package starts a registry on :5000; the tests run their own on
+  # free loopback ports, so a fresh install's service is only in the way.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+    $SUDO systemctl disable --now docker-registry 2>/dev/null || true
+  fi
 fi
 echo "setup: host ready ($(qemu-system-x86_64 --version 2>/dev/null | head -1 || true))"
 
@@ -39,3 +46,15 @@ if [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; th
   exit 1
 fi
 echo "setup: Go $have"
+
+# Test servers and clients (pinned, installed only when missing): the
+# registry tests look for them on PATH and in GOPATH/bin.
+gobin="$("$GO" env GOPATH | cut -d: -f1)/bin"
+go_tool() { # name module@version
+  if command -v "$1" >/dev/null 2>&1 || [ -x "$gobin/$1" ]; then return 0; fi
+  echo "setup: installing $1 ($2)"
+  "$GO" install "$2"
+}
+go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
+go_tool crane github.com/google/go-containerregistry/cmd/crane@v0.22.1
+go_tool oras oras.land/oras/cmd/oras@v1.3.6
