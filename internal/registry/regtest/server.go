@@ -121,9 +121,7 @@ func start(t testing.TB, name string, argv func(port int) []string, dir string, 
 		s.cmd.Dir = dir
 		s.cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + dir}
 		s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-		// Own process group, so a signal to the test's group (^C) is
-		// not what stops it and Stop can end its children too.
-		s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		s.cmd.SysProcAttr = procAttr()
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("regtest: start %s: %v", name, err)
 		}
