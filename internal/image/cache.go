@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 func hashFile(path string) (string, error) {
@@ -126,3 +127,27 @@ func CachedByName(cacheDir, name string) (*Artifacts, error) {
 	d := filepath.Base(target)
 	return loadEntry(filepath.Join(cacheDir, d), d)
 }
+
+// LoadDir reads an image whose files sit in dir under their cache names
+// (a template's copy of a cache entry), wherever dir is.
+func LoadDir(dir string) (*Artifacts, error) {
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if err != nil {
+		return nil, err
+	}
+	var m struct {
+		Digest string `json:"digest"`
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", dir, err)
+	}
+	hexd, ok := strings.CutPrefix(m.Digest, "sha256:")
+	if !ok || len(hexd) != 64 {
+		return nil, fmt.Errorf("manifest %s: bad digest %q", dir, m.Digest)
+	}
+	return loadEntry(dir, hexd)
+}
+
+// EntryFiles are the file names of an image in its directory, the ones a
+// copy of it needs.
+func EntryFiles() []string { return []string{kernelFile, initrdFile, rootfsFile, manifestFile} }

@@ -36,6 +36,9 @@ type Record struct {
 	// Snapshot names the snapshot the VM was restored from; `snapshot rm`
 	// refuses to delete a snapshot that records still name.
 	Snapshot string `json:"snapshot,omitempty"`
+	// Template names the template the VM was made from; it boots from
+	// the template's files, so `template delete` refuses while it exists.
+	Template string `json:"template,omitempty"`
 	// Net is the VM's network; nil: no NIC.
 	Net *NetInfo `json:"net,omitempty"`
 	// Secrets are the names of the secrets the VM was given (--secret).

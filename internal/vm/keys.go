@@ -9,9 +9,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/mvm-dev/mvm/internal/agent/auth"
 	"github.com/mvm-dev/mvm/internal/agent/client"
+	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
 	"github.com/mvm-dev/mvm/internal/store"
@@ -27,7 +29,7 @@ const guestPinFile = "guest.pub"
 // guest key pair (private half into gc, for the config drive; public half
 // pinned in dir) and the user's host public key (created on first use).
 func (m *Manager) provisionAgentKeys(dir string, gc *guestcfg.Config) error {
-	hostKey, err := auth.LoadOrCreateHostKey(m.Dirs.Config)
+	hostKey, err := m.hostKeyFor(dir)
 	if err != nil {
 		return err
 	}
@@ -52,6 +54,75 @@ func (m *Manager) provisionAgentKeys(dir string, gc *guestcfg.Config) error {
 	}
 	gc.HostPublicKey, gc.GuestPrivateKey = hostPub, privText
 	return nil
+}
+
+// bootstrapKeyFile, in a VM directory, is a host key of the VM's own used
+// instead of the user's: a template's build VM has one, its snapshot keeps
+// it, and a clone restored from that snapshot uses it only until
+// post-restore has given the guest the user's key and a guest key of its
+// own. It lets a template restore on any host that holds it.
+const bootstrapKeyFile = "host.key"
+
+// hostKeyFor is the host key the agent of the VM in dir trusts.
+func (m *Manager) hostKeyFor(dir string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return auth.LoadOrCreateHostKey(m.Dirs.Config)
+	}
+	if err != nil {
+		return nil, err
+	}
+	k, err := auth.ParsePrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, bootstrapKeyFile), err)
+	}
+	return k, nil
+}
+
+// writeBootstrapKey gives the VM in dir a fresh host key of its own.
+func writeBootstrapKey(dir string) error {
+	priv, _, err := auth.NewGuestKey() // any Ed25519 key pair will do
+	if err != nil {
+		return err
+	}
+	text, err := auth.MarshalPrivateKey(priv)
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(filepath.Join(dir, bootstrapKeyFile), []byte(text+"\n"), 0o600)
+}
+
+// copyBootstrapKey carries a bootstrap key, when from has one.
+func copyBootstrapKey(fromDir, toDir string) error {
+	b, err := os.ReadFile(filepath.Join(fromDir, bootstrapKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return store.WriteFileAtomic(filepath.Join(toDir, bootstrapKeyFile), b, 0o600)
+}
+
+// rekeyRequest makes a clone's new identity: the user's host key and a
+// fresh guest key, with the text of its public half to pin once the guest
+// has taken it.
+func (m *Manager) rekeyRequest(req *proto.PostRestoreRequest) (pinText string, err error) {
+	hostKey, err := auth.LoadOrCreateHostKey(m.Dirs.Config)
+	if err != nil {
+		return "", err
+	}
+	if req.HostPublicKey, err = auth.MarshalPublicKey(hostKey.Public().(ed25519.PublicKey)); err != nil {
+		return "", err
+	}
+	priv, pub, err := auth.NewGuestKey()
+	if err != nil {
+		return "", err
+	}
+	if req.GuestPrivateKey, err = auth.MarshalPrivateKey(priv); err != nil {
+		return "", err
+	}
+	return auth.MarshalPublicKey(pub)
 }
 
 // sealConfigDrive makes the drive readable by its owner only: it holds the
@@ -91,7 +162,7 @@ func (m *Manager) agentAuth(dir string) (func(net.Conn) (net.Conn, error), error
 	if err != nil {
 		return nil, fmt.Errorf("agent authentication: %s: %w", guestPinFile, err)
 	}
-	hostKey, err := auth.LoadOrCreateHostKey(m.Dirs.Config)
+	hostKey, err := m.hostKeyFor(dir)
 	if err != nil {
 		return nil, fmt.Errorf("agent authentication: %w", err)
 	}
@@ -100,6 +171,24 @@ func (m *Manager) agentAuth(dir string) (func(net.Conn) (net.Conn, error), error
 		return nil, err
 	}
 	return auth.ClientWrap(cfg), nil
+}
+
+// clientWithPin is an agent client for h that trusts the guest key pinText
+// and presents the user's host key (a clone's keys after post-restore).
+func (m *Manager) clientWithPin(h backend.Handle, pinText string) (*client.Client, error) {
+	guestPub, err := auth.ParsePublicKey(pinText)
+	if err != nil {
+		return nil, err
+	}
+	hostKey, err := auth.LoadOrCreateHostKey(m.Dirs.Config)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := auth.ClientConfig(hostKey, guestPub)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(func(ctx context.Context) (net.Conn, error) { return h.DialAgent(ctx) }, client.WithWrap(auth.ClientWrap(cfg))), nil
 }
 
 // agentClient returns an authenticated agent client for the VM name that

@@ -17,6 +17,8 @@ const (
 	SourceDefault    = "default"
 	// SourceSnapshot marks values a restored VM takes from its snapshot.
 	SourceSnapshot = "snapshot"
+	// SourceTemplate marks values taken from up --template's defaults.
+	SourceTemplate = "template"
 )
 
 // choice is one candidate value for a setting and where it came from.

@@ -3,7 +3,10 @@ package vm
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,7 +22,13 @@ import (
 // overlay and config drive, then re-provisions the guest (clock, entropy,
 // hostname) through the agent, so clones of one snapshot never collide.
 func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Time) (*store.Record, error) {
-	s, err := m.GetSnapshot(o.FromSnapshot)
+	var s *Snapshot
+	var err error
+	if o.snapshotDir != "" {
+		s, err = readSnapshotAt(o.snapshotDir)
+	} else {
+		s, err = m.GetSnapshot(o.FromSnapshot)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -59,8 +68,11 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	rec := &store.Record{
 		Name: o.Name, State: string(backend.StateCreating), Backend: s.Backend,
 		Image: s.Image, ImageDigest: s.ImageDigest, Created: time.Now().UTC(),
-		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name,
+		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name, Template: o.Template,
 		Sources: map[string]string{"image": SourceSnapshot, "backend": SourceSnapshot, "cpus": SourceSnapshot, "memory_mib": SourceSnapshot},
+	}
+	if o.snapshotDir != "" {
+		rec.Snapshot = "" // a template's; the template records the link
 	}
 	netName := o.Network
 	if netName == "" {
@@ -85,8 +97,12 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	}
 	defer unlock()
 
-	// The clone wakes up with the snapshot's guest key in memory.
+	// The clone wakes up with the snapshot's keys in memory: its guest key,
+	// and a template's bootstrap host key; post-restore replaces both.
 	if err := copyGuestPin(s.Dir, rec.Dir); err != nil {
+		return m.fail(rec, fmt.Errorf("snapshot %s: %w", s.Name, err))
+	}
+	if err := copyBootstrapKey(s.Dir, rec.Dir); err != nil {
 		return m.fail(rec, fmt.Errorf("snapshot %s: %w", s.Name, err))
 	}
 	// The clone's guest never reads a config drive (its identity comes by
@@ -163,18 +179,50 @@ func (m *Manager) postRestore(ctx context.Context, h backend.Handle, req proto.P
 	if _, err := rand.Read(req.Entropy); err != nil {
 		return nil, fmt.Errorf("entropy for the guest: %w", err)
 	}
+	// The clone gets keys of its own: it stops sharing its parent's guest
+	// key, and one restored from a template stops trusting the template's
+	// bootstrap host key.
+	dir := m.Store.Dir(name)
+	pin, err := m.rekeyRequest(&req)
+	if err != nil {
+		return nil, fmt.Errorf("new agent keys for %s: %w", name, err)
+	}
+	newClient, err := m.clientWithPin(h, pin)
+	if err != nil {
+		return nil, err
+	}
 	ac := m.agentClient(h, name)
 	deadline := time.Now().Add(timeout)
-	for {
+	for attempt := 0; ; attempt++ {
+		// A lost answer may hide keys already taken: after the first try,
+		// alternate between the old keys and the new.
+		c := ac
+		if attempt%2 == 1 && req.HostPublicKey != "" {
+			c = newClient
+		}
 		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		req.UnixNano = time.Now().UnixNano()
-		res, err := ac.PostRestore(actx, req)
+		res, err := c.PostRestore(actx, req)
 		cancel()
 		if err == nil {
 			if res.Hostname != name {
 				return nil, fmt.Errorf("restored VM %s reports hostname %q after post-restore", name, res.Hostname)
 			}
+			if res.Rekeyed {
+				if err := store.WriteFileAtomic(filepath.Join(dir, guestPinFile), []byte(pin+"\n"), 0o600); err != nil {
+					return nil, fmt.Errorf("pin the new guest key of %s: %w", name, err)
+				}
+				if err := os.Remove(filepath.Join(dir, bootstrapKeyFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return nil, err
+				}
+			}
 			return res, nil
+		}
+		if e, ok := proto.AsError(err); ok && e.Code == proto.CodeBadRequest && req.HostPublicKey != "" && strings.Contains(e.Message, "host_public_key") {
+			// An agent saved before keys could change: it keeps its own.
+			m.Log.Warn("the restored agent cannot change its keys; the clone shares its snapshot's guest key", "vm", name)
+			req.HostPublicKey, req.GuestPrivateKey = "", ""
+			continue
 		}
 		if e, ok := proto.AsError(err); ok {
 			// The agent answered and refused: retrying will not help.

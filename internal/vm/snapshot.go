@@ -73,6 +73,22 @@ func (m *Manager) SnapshotCreateWith(ctx context.Context, vmName, snapName strin
 	if err := store.ValidateName(snapName); err != nil {
 		return nil, fmt.Errorf("snapshot name: %w", err)
 	}
+	dir := m.snapDir(snapName)
+	if _, err := os.Stat(dir); err == nil {
+		return nil, fmt.Errorf("snapshot %q already exists (remove it with 'mvmctl snapshot rm %s')", snapName, snapName)
+	}
+	if err := os.MkdirAll(m.SnapshotsDir(), 0o700); err != nil {
+		return nil, err
+	}
+	if _, err := m.snapshotTo(ctx, vmName, dir, snapName, o); err != nil {
+		return nil, err
+	}
+	return m.snapshotInfo(snapName, nil)
+}
+
+// snapshotTo saves a running or paused VM into dir (which must not exist)
+// under the name snapName; snapshot create and template build use it.
+func (m *Manager) snapshotTo(ctx context.Context, vmName, dir, snapName string, o SnapshotOptions) (*Snapshot, error) {
 	rec, err := m.Get(ctx, vmName)
 	if err != nil {
 		return nil, err
@@ -97,10 +113,6 @@ func (m *Manager) SnapshotCreateWith(ctx context.Context, vmName, snapName strin
 	if !ok || !be.Capabilities().Snapshot {
 		return nil, backend.Unsupported(rec.Backend, "snapshots")
 	}
-	dir := m.snapDir(snapName)
-	if _, err := os.Stat(dir); err == nil {
-		return nil, fmt.Errorf("snapshot %q already exists (remove it with 'mvmctl snapshot rm %s')", snapName, snapName)
-	}
 	if len(rec.Secrets) > 0 {
 		if !o.DropSecrets {
 			return nil, fmt.Errorf("VM %s was given secrets (%s): %w; add --drop-secrets to remove them from the VM first (it keeps running without them, and clones get none)",
@@ -110,15 +122,16 @@ func (m *Manager) SnapshotCreateWith(ctx context.Context, vmName, snapName strin
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(m.SnapshotsDir(), 0o700); err != nil {
-		return nil, err
-	}
 	began := time.Now()
 	if err := sn.Snapshot(ctx, dir); err != nil {
 		return nil, err
 	}
 	// Restored clones keep the source's guest key (it is in the memory image).
 	if err := copyGuestPin(rec.Dir, dir); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("snapshot %s: %w", snapName, err)
+	}
+	if err := copyBootstrapKey(rec.Dir, dir); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("snapshot %s: %w", snapName, err)
 	}
@@ -139,7 +152,8 @@ func (m *Manager) SnapshotCreateWith(ctx context.Context, vmName, snapName strin
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("snapshot %s: %w", snapName, err)
 	}
-	return m.snapshotInfo(snapName, nil)
+	s.Dir = dir
+	return s, nil
 }
 
 // GetSnapshot reads one snapshot's metadata.
@@ -149,6 +163,20 @@ func (m *Manager) GetSnapshot(name string) (*Snapshot, error) {
 	}
 	recs, _ := m.Store.List()
 	return m.snapshotInfo(name, recs)
+}
+
+// readSnapshotAt reads the snapshot saved in dir (a template's).
+func readSnapshotAt(dir string) (*Snapshot, error) {
+	b, err := os.ReadFile(filepath.Join(dir, snapMetaFile))
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: %w", dir, err)
+	}
+	s := &Snapshot{}
+	if err := json.Unmarshal(b, s); err != nil || store.ValidateName(s.Name) != nil {
+		return nil, fmt.Errorf("snapshot %s: unreadable %s", dir, snapMetaFile)
+	}
+	s.Dir, s.Complete = dir, true
+	return s, nil
 }
 
 func (m *Manager) snapshotInfo(name string, recs []*store.Record) (*Snapshot, error) {
@@ -172,6 +200,9 @@ func (m *Manager) snapshotInfo(name string, recs []*store.Record) (*Snapshot, er
 	}
 	return s, nil
 }
+
+// DirSize sums apparent and allocated sizes of the files under dir.
+func DirSize(dir string) (apparent, allocated int64) { return dirSize(dir) }
 
 // dirSize sums apparent and allocated sizes of the files under dir.
 func dirSize(dir string) (apparent, allocated int64) {

@@ -37,6 +37,18 @@ type UpOptions struct {
 	// agent answers; the record keeps their names only. Up zeroes the
 	// values when it returns.
 	Secrets []proto.Secret
+	// Template supplies defaults and what boots (templateUp); flags win.
+	Template string
+
+	// Set from a template: restore from this snapshot directory, or boot
+	// these image files (imageRef is what the record says it booted).
+	snapshotDir string
+	artifacts   *image.Artifacts
+	imageRef    string
+	tplSet      []string // Sources keys the template supplied
+	// bootstrapKey gives the VM a host key of its own (bootstrapKeyFile):
+	// a template's build VM, whose snapshot may restore on other hosts.
+	bootstrapKey bool
 }
 
 // Up builds (or reuses) the image, boots a VM and waits until its agent is
@@ -56,7 +68,12 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 			o.Name = vc.Name
 		}
 	}
-	if o.FromSnapshot != "" {
+	if o.Template != "" {
+		if _, err := m.templateUp(ctx, &o); err != nil {
+			return nil, err
+		}
+	}
+	if o.FromSnapshot != "" || o.snapshotDir != "" {
 		return m.upFromSnapshot(ctx, o, start)
 	}
 	if o.Name == "" {
@@ -68,6 +85,9 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	p := &progress{fn: o.Progress, vm: o.Name, start: start}
 
 	img := resolveImage(o, vc, m.Config)
+	if o.imageRef != "" {
+		img = strChoice{o.imageRef, SourceTemplate}
+	}
 	recipe, err := image.Resolve(img.value)
 	if err != nil {
 		return nil, fmt.Errorf("%w; see 'mvmctl image list'", err)
@@ -93,6 +113,10 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	if vc != nil {
 		rec.VMConfig = vc.Path
 	}
+	rec.Template = o.Template
+	for _, k := range o.tplSet {
+		rec.Sources[k] = SourceTemplate
+	}
 	if err := planNet(rec, resolveNetwork(o, vc, m), o.Publish, be); err != nil {
 		return nil, err
 	}
@@ -102,16 +126,24 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		return nil, err
 	}
 	defer unlock()
+	if o.bootstrapKey {
+		if err := writeBootstrapKey(rec.Dir); err != nil {
+			return m.fail(rec, err)
+		}
+	}
 
 	p.emit("image", "preparing image "+recipe.Name)
-	art, err := image.EnsureRecipe(ctx, recipe, image.BuildOptions{
-		CacheDir:  m.Dirs.ImagesDir(),
-		AgentPath: agentPath,
-		Arch:      runtime.GOARCH,
-		Progress:  func(s string) { p.emit("image", s) },
-	})
-	if err != nil {
-		return m.fail(rec, fmt.Errorf("build image %s: %w", recipe.Name, err))
+	art := o.artifacts
+	if art == nil {
+		art, err = image.EnsureRecipe(ctx, recipe, image.BuildOptions{
+			CacheDir:  m.Dirs.ImagesDir(),
+			AgentPath: agentPath,
+			Arch:      runtime.GOARCH,
+			Progress:  func(s string) { p.emit("image", s) },
+		})
+		if err != nil {
+			return m.fail(rec, fmt.Errorf("build image %s: %w", recipe.Name, err))
+		}
 	}
 	rec.ImageDigest = art.Digest
 	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console}

@@ -62,7 +62,7 @@ func Rootfs(c *Console, version string) {
 		stages.Mark(proto.StageConfig, cfg.Name)
 	}
 	applyConfig(c, cfg)
-	wrap, err := ServerAuth(cfg)
+	keys, err := NewKeys(cfg)
 	if err != nil {
 		// No keys, no service: the host could not authenticate us, and we
 		// would not know whom to trust.
@@ -95,7 +95,8 @@ func Rootfs(c *Console, version string) {
 		Shutdown:     power,
 		Reaper:       r,
 		AgentVersion: version,
-		Wrap:         wrap,
+		Wrap:         keys.Wrap,
+		Rekey:        keys.Rekey,
 		Console:      cfg.Policy.Console,
 	})
 	startImageDefs(ctx, c, srv, stages, ServicesDir, HealthDir)

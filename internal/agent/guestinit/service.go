@@ -40,7 +40,7 @@ func Service(ctx context.Context, o ServiceOptions) error {
 	}
 	// Authentication is not optional: without keys there is nobody we
 	// could safely serve.
-	wrap, err := ServerAuth(cfg)
+	keys, err := NewKeys(cfg)
 	if err != nil {
 		return fmt.Errorf("refusing to serve: %w (pass --config with the keys)", err)
 	}
@@ -64,7 +64,8 @@ func Service(ctx context.Context, o ServiceOptions) error {
 		Reaper:       r,
 		AgentVersion: o.Version,
 		Shutdown:     func(bool) { cancel() },
-		Wrap:         wrap,
+		Wrap:         keys.Wrap,
+		Rekey:        keys.Rekey,
 		Env:          cfg.Env,
 		Console:      cfg.Policy.Console,
 	}

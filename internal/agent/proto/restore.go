@@ -25,6 +25,12 @@ type PostRestoreRequest struct {
 	// Network replaces the parent's NIC config, resolv.conf and hosts; nil
 	// leaves the network alone (a VM without a NIC).
 	Network *guestcfg.Network `json:"network,omitempty"`
+	// HostPublicKey and GuestPrivateKey (auth text forms), given together,
+	// replace the agent's keys for every later connection: a clone stops
+	// sharing its parent's key and trusts this host's key from here on
+	// (a template carries a bootstrap key from the host that built it).
+	HostPublicKey   string `json:"host_public_key,omitempty"`
+	GuestPrivateKey string `json:"guest_private_key,omitempty"`
 }
 
 // PostRestoreResult says what the agent applied.
@@ -37,6 +43,8 @@ type PostRestoreResult struct {
 	// Network summarises the applied network ("eth0 10.88.0.5/24 via
 	// 10.88.0.1 mtu 1500"); empty when the request had none.
 	Network string `json:"network,omitempty"`
+	// Rekeyed says the agent took the request's keys.
+	Rekeyed bool `json:"rekeyed,omitempty"`
 }
 
 var hostnameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -51,6 +59,12 @@ func (r *PostRestoreRequest) Validate() error {
 	}
 	if len(r.Entropy) > MaxPostRestoreEntropy {
 		return fmt.Errorf("entropy: %d bytes, at most %d", len(r.Entropy), MaxPostRestoreEntropy)
+	}
+	if (r.HostPublicKey == "") != (r.GuestPrivateKey == "") {
+		return fmt.Errorf("host_public_key and guest_private_key come together or not at all")
+	}
+	if len(r.HostPublicKey) > 256 || len(r.GuestPrivateKey) > 256 {
+		return fmt.Errorf("agent keys are too long")
 	}
 	return r.Network.Validate() // nil-safe; its errors say "network: ..."
 }

@@ -108,6 +108,17 @@ func (s *Server) postRestore(w *wire, args json.RawMessage) error {
 		s.cfg.Stages.Mark(proto.StageNetwork, "lo up; "+summary)
 		res.Network = summary
 	}
+	if req.HostPublicKey != "" {
+		if s.cfg.Rekey == nil {
+			return w.fail(proto.Errorf(proto.CodeBadRequest, "this agent cannot change its keys"))
+		}
+		// Later connections only: this one was authenticated with the old
+		// keys and finishes with them.
+		if err := s.cfg.Rekey(req.HostPublicKey, req.GuestPrivateKey); err != nil {
+			return w.fail(proto.Errorf(proto.CodeBadRequest, "new keys: %v", err))
+		}
+		res.Rekeyed = true
+	}
 	res.Hostname, _ = s.sys.hostname()
 	res.AgentUnixNano = time.Now().UnixNano()
 	// Logged after answering: the console is slow, and the host is waiting.

@@ -47,6 +47,9 @@ type Config struct {
 	// frame (the place for TLS with pinned keys). It runs under the handshake
 	// deadline.
 	Wrap func(net.Conn) (net.Conn, error)
+	// Rekey, when set, replaces the keys Wrap authenticates with for later
+	// connections (post-restore's new identity for a clone).
+	Rekey func(hostPublicKey, guestPrivateKey string) error
 	// Stages is reported by the health operation.
 	Stages *Stages
 	// Env (KEY=VALUE) is added to every exec's environment after the base
