@@ -6,6 +6,8 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/mvm-dev/mvm/internal/cli.Version=$(VERSION)
 BIN := bin
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+# Executions per fuzz target in `make test` (`make fuzz` runs 20000 each).
+CI_FUZZ_EXECS ?= 3000
 
 .PHONY: all setup build demo test unit e2e lint bench bench-net fuzz clean
 
@@ -32,6 +34,9 @@ test: setup build lint
 	$(GO) test -count=1 -timeout 75m ./...
 	@# One short run of the boot bench, so a bench can never silently rot.
 	./bench/boot/run.sh -n 1
+	@# Every fuzz target for a fixed count of executions: a decoder of
+	@# guest or registry bytes that panics fails CI.
+	FUZZ_EXECS=$(CI_FUZZ_EXECS) ./scripts/fuzz.sh
 
 unit:
 	$(GO) test -count=1 -short ./...
@@ -52,7 +57,7 @@ bench: build
 bench-net: build
 	./bench/net/run.sh
 
-# Every fuzz target for FUZZ_EXECS executions (default 20000); not part of test.
+# Every fuzz target for FUZZ_EXECS executions (default 20000; make test runs CI_FUZZ_EXECS).
 fuzz:
 	./scripts/fuzz.sh
 

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -215,6 +216,9 @@ type policyView struct {
 	CIDRs   []string          `json:"cidrs,omitempty"`
 	Deny    []string          `json:"deny,omitempty"`
 	Dropped map[string]uint64 `json:"dropped,omitempty"` // per VM: packets dropped by the policy
+	// Drops are the destinations dropped lately, one entry per VM and
+	// destination with the time of its first drop.
+	Drops []network.Drop `json:"drops,omitempty"`
 }
 
 func policyOf(n *network.Network, nm *network.Manager) *policyView {
@@ -229,6 +233,7 @@ func policyOf(n *network.Network, nm *network.Manager) *policyView {
 	if !p.Open {
 		v.Names = p.Names()
 		v.Dropped = nm.DropCounters(n)
+		v.Drops = nm.DropsSeen(n)
 	}
 	for _, c := range p.CIDRs {
 		v.CIDRs = append(v.CIDRs, c.String())
@@ -358,6 +363,22 @@ func newNetworkInspectCommand(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", a.VM, a.IP, a.MAC, tap, strings.Join(ports, ","), dropped)
 			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if v.Policy == nil || len(v.Policy.Drops) == 0 {
+				return nil
+			}
+			if !g.verbose {
+				fmt.Fprintf(g.stdout, "%d destinations dropped in the last hour (-v lists them)\n", len(v.Policy.Drops))
+				return nil
+			}
+			fmt.Fprintln(g.stdout, "Dropped destinations (first drop each, last hour):")
+			tw = newTable(g.stdout)
+			fmt.Fprintln(tw, "  VM\tDESTINATION\tFIRST DROP")
+			for _, d := range v.Policy.Drops {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\n", dashIfEmpty(d.VM), d.Destination, age(d.FirstSeen))
+			}
 			return tw.Flush()
 		},
 	}
@@ -459,6 +480,7 @@ func newNetworkDNSServeCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("network %s: bad gateway %q", name, n.Gateway)
 			}
+			refused := &firstSeen{}
 			names := &vmNames{path: filepath.Join(nm.Store.Dir(), name+".json"), get: func() (*network.Network, error) { return nm.Get(name) }}
 			names.refresh()
 			srv, err := dns.New(dns.Config{
@@ -475,7 +497,11 @@ func newNetworkDNSServeCommand(g *globals) *cobra.Command {
 					// the very next query, not the next poll.
 					names.refresh()
 					p := names.policy.Load()
-					return p != nil && p.AllowName(q)
+					ok := p != nil && p.AllowName(q)
+					if !ok && refused.first(q) {
+						g.log.Warn("egress: refused name (NXDOMAIN)", "network", name, "name", q)
+					}
+					return ok
 				},
 				OnAnswer: func(q string, addrs []netip.Addr, ttl time.Duration) {
 					net := names.net.Load()
@@ -500,10 +526,54 @@ func newNetworkDNSServeCommand(g *globals) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			go names.watch(ctx, stop)
+			go reportDrops(ctx, nm, names, g.log)
 			g.log.Info("dns serving", "network", name, "listen", gw)
 			<-ctx.Done()
 			return srv.Close()
 		},
+	}
+}
+
+// firstSeen remembers keys, so a log line is written once per key.
+type firstSeen struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (f *firstSeen) first(k string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	if f.seen[k] || len(f.seen) > 10000 {
+		return false
+	}
+	f.seen[k] = true
+	return true
+}
+
+// reportDrops logs the first packet the policy drops per VM and
+// destination (the firewall records each pair in a set; see DropsSeen).
+func reportDrops(ctx context.Context, nm *network.Manager, names *vmNames, log *slog.Logger) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	seen := &firstSeen{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n := names.net.Load()
+		if n == nil {
+			continue
+		}
+		for _, d := range nm.DropsSeen(n) {
+			if seen.first(d.Source + ">" + d.Destination) {
+				log.Warn("egress: dropped", "network", n.Name, "vm", d.VM, "destination", d.Destination)
+			}
+		}
 	}
 }
 

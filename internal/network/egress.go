@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -299,4 +300,12 @@ func (m *Manager) Update(ctx context.Context, name string, o UpdateOptions) (*Ne
 // only the bridged firewall enforces, so they count as a policy too).
 func egressOpen(e *Egress) bool {
 	return e == nil || ((e.Preset == "" || e.Preset == EgressOpen) && len(e.Deny) == 0)
+}
+
+// Drop is one destination a VM was refused: the first drop of a run of them.
+type Drop struct {
+	VM          string    `json:"vm,omitempty"`
+	Source      string    `json:"source"`
+	Destination string    `json:"destination"`
+	FirstSeen   time.Time `json:"first_seen,omitzero"`
 }

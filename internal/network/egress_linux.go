@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"sort"
 	"strings"
 	"time"
 
@@ -77,12 +78,23 @@ func egressRules(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, n *Net
 			rule(nil, append(append(append([]expr.Any{}, e...), l4Port(proto, r.Port)...), accept0()...)...)
 		}
 	}
+	// Each VM's drops also record (VM, destination) in a set, so the
+	// first drop per destination can be reported (DropsSeen).
+	drops := &nftables.Set{Table: t, Name: dropSetName(n), KeyType: dropKeyType, Concatenation: true,
+		HasTimeout: true, Dynamic: true, Timeout: dropSeenFor}
+	if err := c.AddSet(drops, nil); err != nil {
+		return fmt.Errorf("network %s: drop set: %w", n.Name, err)
+	}
 	for _, vm := range n.VMNames() {
 		a, err := netip.ParseAddr(n.Attached[vm].IP)
 		if err != nil {
 			continue
 		}
-		rule(dropTag(vm), append(ip4Addr(12, a), counterDrop()...)...)
+		e := append(ip4Addr(12, a),
+			// saddr is in register 1 from the match; daddr goes next to it.
+			&expr.Payload{DestRegister: 9, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Dynset{SrcRegKey: 1, SetName: drops.Name, SetID: drops.ID, Operation: unix.NFT_DYNSET_OP_ADD, Timeout: dropSeenFor})
+		rule(dropTag(vm), append(e, counterDrop()...)...)
 	}
 	rule(nil, counterDrop()...)
 	return nil
@@ -158,6 +170,52 @@ const (
 	allowMinTTL = 2 * time.Minute
 	allowMaxTTL = 24 * time.Hour
 )
+
+// dropSetName is the set of (VM address, destination) pairs n's policy
+// dropped lately.
+func dropSetName(n *Network) string { return "drops-" + n.Name }
+
+var dropKeyType = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)
+
+// dropSeenFor is how long a dropped destination stays in the drop set:
+// within it, more drops to it are not reported again.
+const dropSeenFor = time.Hour
+
+// DropsSeen lists the destinations n's policy dropped for each VM within
+// the last dropSeenFor, newest first.
+func (m *Manager) DropsSeen(n *Network) []Drop {
+	c, err := nftables.New()
+	if err != nil {
+		return nil
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: m.Table}
+	set := &nftables.Set{Table: t, Name: dropSetName(n), KeyType: dropKeyType, Concatenation: true}
+	els, err := c.GetSetElements(set)
+	if err != nil {
+		return nil
+	}
+	byIP := map[netip.Addr]string{}
+	for vm, a := range n.Attached {
+		if ip, err := netip.ParseAddr(a.IP); err == nil {
+			byIP[ip] = vm
+		}
+	}
+	var out []Drop
+	for _, e := range els {
+		if len(e.Key) < 8 {
+			continue
+		}
+		src, _ := netip.AddrFromSlice(e.Key[0:4])
+		dst, _ := netip.AddrFromSlice(e.Key[4:8])
+		d := Drop{VM: byIP[src], Source: src.String(), Destination: dst.String()}
+		if e.Expires > 0 {
+			d.FirstSeen = time.Now().Add(e.Expires - dropSeenFor).UTC().Truncate(time.Second)
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].FirstSeen.After(out[j].FirstSeen) })
+	return out
+}
 
 // DropCounters returns per-VM dropped packet counts on network n.
 func (m *Manager) DropCounters(n *Network) map[string]uint64 {

@@ -27,6 +27,7 @@ func nftablesUsable() error { return errNoBridge }
 func dockerUserChain() bool { return false }
 
 func (m *Manager) AllowAddresses(*Network, []netip.Addr, time.Duration) error { return nil }
+func (m *Manager) DropsSeen(*Network) []Drop                                  { return nil }
 func (m *Manager) DropCounters(*Network) map[string]uint64                    { return nil }
 
 // SetLinkUp needs Linux links.

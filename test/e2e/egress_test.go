@@ -93,6 +93,10 @@ func TestEgress(t *testing.T) {
 				Preset  string            `json:"preset"`
 				Names   []string          `json:"names"`
 				Dropped map[string]uint64 `json:"dropped"`
+				Drops   []struct {
+					VM          string `json:"vm"`
+					Destination string `json:"destination"`
+				} `json:"drops"`
 			} `json:"policy"`
 		}
 		r := l.must(t, time.Minute, "network", "inspect", "pol", "--json")
@@ -101,6 +105,23 @@ func TestEgress(t *testing.T) {
 		}
 		if v.Policy.Preset != "registries" || !strings.Contains(strings.Join(v.Policy.Names, " "), "deb.debian.org") || v.Policy.Dropped["p1"] == 0 {
 			t.Fatalf("inspect policy: %+v\n%s", v.Policy, r)
+		}
+		// The denied host p1 tried by address is listed once, with the VM.
+		n := 0
+		for _, d := range v.Policy.Drops {
+			if d.VM == "p1" && d.Destination == ghIP {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("drops should list p1 -> %s once: %+v", ghIP, v.Policy.Drops)
+		}
+		if r := l.must(t, time.Minute, "-v", "network", "inspect", "pol"); !strings.Contains(r.stdout, ghIP) {
+			t.Fatalf("inspect -v does not list the dropped destination:\n%s", r)
+		}
+		// The network's DNS server logged the first drop and the refused name.
+		if logs := l.dnsLog(t, "pol"); !strings.Contains(logs, "egress: dropped") || !strings.Contains(logs, ghIP) || !strings.Contains(logs, "github.com") {
+			t.Fatalf("the DNS server's log lacks the first drop or refused name:\n%s", logs)
 		}
 	})
 

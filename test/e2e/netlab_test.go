@@ -501,3 +501,19 @@ func (l *netLab) firewall(t *testing.T) string {
 	}
 	return string(out)
 }
+
+// dnsLog is the log of network name's DNS server, polled for a few seconds
+// while it catches up (it reports drops every 2s).
+func (l *netLab) dnsLog(t *testing.T, name string) string {
+	t.Helper()
+	path := filepath.Join(envValue(l.env, "MVM_STATE_DIR"), "networks", name+".dns.log")
+	var b []byte
+	for i := 0; i < 20; i++ {
+		b, _ = os.ReadFile(path)
+		if strings.Contains(string(b), "egress: dropped") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return string(b)
+}
