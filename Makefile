@@ -34,6 +34,7 @@ test: setup build lint
 	$(GO) test -count=1 -timeout 75m ./...
 	@# One short run of the boot bench, so a bench can never silently rot.
 	./bench/boot/run.sh -n 1
+	./bench/template/run.sh -n 1
 	@# Every fuzz target for a fixed count of executions: a decoder of
 	@# guest or registry bytes that panics fails CI.
 	FUZZ_EXECS=$(CI_FUZZ_EXECS) ./scripts/fuzz.sh
@@ -52,6 +53,7 @@ lint:
 
 bench: build
 	./bench/boot/run.sh
+	./bench/template/run.sh
 
 # Network throughput, connect latency and up overhead vs raw QEMU (root; ~3 min).
 bench-net: build

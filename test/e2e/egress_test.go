@@ -139,6 +139,28 @@ func TestEgress(t *testing.T) {
 		l.must(t, time.Minute, "snapshot", "rm", "snap-p2")
 	})
 
+	t.Run("the policy holds for a template's VMs", func(t *testing.T) {
+		l.must(t, time.Minute, "template", "create", "tp", "--from", "minimal", "--memory", "128M", "--network", "pol")
+		l.must(t, 10*time.Minute, "template", "build", "tp", "--snapshot")
+		l.must(t, bootTimeout, "up", "--template", "tp", "--name", "p4")
+		checkRegistries(t, "p4")
+		l.must(t, time.Minute, "rm", "-f", "p4")
+		l.must(t, time.Minute, "template", "delete", "tp")
+	})
+
+	t.Run("the dev preset adds the source forges", func(t *testing.T) {
+		l.must(t, time.Minute, "network", "update", "pol", "--egress", "dev")
+		if !resolves("p1", "github.com") || !reaches(get("p1", "github.com")) {
+			t.Fatalf("dev preset: github.com unreachable\n%s", l.firewall(t))
+		}
+		if !reaches(get("p1", "deb.debian.org")) {
+			t.Fatal("dev preset lost the registries")
+		}
+		if resolves("p1", "example.com") || reaches(get("p1", exIP)) {
+			t.Fatal("dev preset reached a host it does not name")
+		}
+	})
+
 	t.Run("tightening applies to running VMs at once", func(t *testing.T) {
 		if !reaches(get("p1", "deb.debian.org")) {
 			t.Fatal("precondition: p1 reaches deb.debian.org")
