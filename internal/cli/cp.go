@@ -7,17 +7,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/vm"
 )
 
 func newCpCommand(g *globals) *cobra.Command {
-	var user string
+	var user, maxSize string
 	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy files and directories between the host and a VM",
 		Long: `Copy a file or directory between the host and a VM; one side is NAME:/path
 (an absolute guest path). Directories are copied recursively; modes and
 modification times are kept, symlinks are copied as links. When DST is an
-existing directory the copy goes inside it, otherwise it becomes DST.`,
+existing directory the copy goes inside it, otherwise it becomes DST.
+
+A copy out of a VM writes what the guest sends, so it is bounded: by
+--max-size, and always by the destination's free space less a reserve (1
+GiB, or a tenth of a small filesystem), and to a million entries. Past a
+bound the copy is refused and nothing is written.`,
 		Example: `  mvmctl cp ./site web:/srv/www
   mvmctl cp web:/var/log/app.log .`,
 		ValidArgsFunction: completeVMNames(g),
@@ -39,7 +45,15 @@ existing directory the copy goes inside it, otherwise it becomes DST.`,
 				if user != "" {
 					return usageError{fmt.Errorf("--user applies to copies into a VM")}
 				}
-				res, err = m.CopyFrom(cmd.Context(), srcVM, srcPath, dstPath)
+				var o vm.CopyOutOptions
+				if maxSize != "" {
+					mib, err := vm.ParseSize(maxSize)
+					if err != nil {
+						return usageError{fmt.Errorf("--max-size: %w", err)}
+					}
+					o.MaxBytes = int64(mib) << 20
+				}
+				res, err = m.CopyFromWith(cmd.Context(), srcVM, srcPath, dstPath, o)
 			}
 			if err != nil {
 				return err
@@ -51,6 +65,7 @@ existing directory the copy goes inside it, otherwise it becomes DST.`,
 		},
 	}
 	cmd.Flags().StringVarP(&user, "user", "u", "", "owner of the files copied into the VM (default root)")
+	cmd.Flags().StringVar(&maxSize, "max-size", "", "refuse a copy out of the VM larger than this (e.g. 500M, 2G; default: the free space less a reserve)")
 	return cmd
 }
 

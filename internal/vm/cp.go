@@ -11,6 +11,7 @@ import (
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/agent/tarx"
+	"golang.org/x/sys/unix"
 )
 
 // CopyTo copies the host file or directory src to guestPath in VM name:
@@ -43,8 +44,50 @@ func (m *Manager) CopyTo(ctx context.Context, name, src, guestPath, user string)
 // dst), symlinks must point inside it, and nothing reaches dst unless the
 // whole archive was valid (see receiveCopy).
 func (m *Manager) CopyFrom(ctx context.Context, name, guestPath, dst string) (*proto.CopyResult, error) {
-	if _, _, err := copyOutDest(guestPath, dst); err != nil {
+	return m.CopyFromWith(ctx, name, guestPath, dst, CopyOutOptions{})
+}
+
+// CopyOutOptions bound what a guest may write to the host in a copy out.
+type CopyOutOptions struct {
+	// MaxBytes bounds the file content; 0 means what the destination's
+	// filesystem can take while keeping a reserve free (copyOutBudget).
+	MaxBytes int64
+	// MaxFiles bounds the entries; 0 means DefaultCopyOutMaxFiles.
+	MaxFiles int
+}
+
+// DefaultCopyOutMaxFiles bounds the entries of a copy out by default: a
+// guest must not exhaust the host's inodes.
+const DefaultCopyOutMaxFiles = 1_000_000
+
+// copyOutReserve is the free space a copy out leaves on the destination's
+// filesystem at least (less on filesystems smaller than ten times it).
+const copyOutReserve = 1 << 30
+
+// copyOutBudget is how many bytes a copy into dir may write: the
+// filesystem's available space minus a reserve, so a guest sending an
+// endless file cannot fill the host's disk.
+func copyOutBudget(dir string) int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	avail := int64(st.Bavail) * int64(st.Bsize)
+	reserve := min(int64(copyOutReserve), avail/10)
+	return max(avail-reserve, 1)
+}
+
+// CopyFromWith is CopyFrom with bounds.
+func (m *Manager) CopyFromWith(ctx context.Context, name, guestPath, dst string, o CopyOutOptions) (*proto.CopyResult, error) {
+	dir, _, err := copyOutDest(guestPath, dst)
+	if err != nil {
 		return nil, err
+	}
+	if budget := copyOutBudget(dir); o.MaxBytes <= 0 || (budget > 0 && o.MaxBytes > budget) {
+		o.MaxBytes = budget
+	}
+	if o.MaxFiles <= 0 {
+		o.MaxFiles = DefaultCopyOutMaxFiles
 	}
 	c, err := m.Agent(ctx, name, "copy from")
 	if err != nil {
@@ -53,7 +96,7 @@ func (m *Manager) CopyFrom(ctx context.Context, name, guestPath, dst string) (*p
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
-		_, err := receiveCopy(pr, guestPath, dst)
+		_, err := receiveCopy(pr, guestPath, dst, o)
 		pr.CloseWithError(err)
 		done <- err
 	}()
@@ -95,7 +138,7 @@ const stagePrefix = ".mvm-cp-"
 // directory beside where the name lands; only when the whole stream was
 // valid is the name moved into place. A refused archive leaves dst as it
 // was.
-func receiveCopy(r io.Reader, guestPath, dst string) (tarx.Stats, error) {
+func receiveCopy(r io.Reader, guestPath, dst string, o CopyOutOptions) (tarx.Stats, error) {
 	var st tarx.Stats
 	dir, name, err := copyOutDest(guestPath, dst)
 	if err != nil {
@@ -117,7 +160,7 @@ func receiveCopy(r io.Reader, guestPath, dst string) (tarx.Stats, error) {
 		return st, fmt.Errorf("copy to %s: staging directory: %w", dst, err)
 	}
 	defer staged.Close()
-	st, err = tarx.ExtractRoot(r, staged, tarx.Options{Top: tarx.TopName(guestPath), Rename: name})
+	st, err = tarx.ExtractRoot(r, staged, tarx.Options{Top: tarx.TopName(guestPath), Rename: name, MaxBytes: o.MaxBytes, MaxFiles: o.MaxFiles})
 	if err != nil {
 		return st, err
 	}

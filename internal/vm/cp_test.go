@@ -3,6 +3,8 @@ package vm
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"maps"
@@ -12,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mvm-dev/mvm/internal/agent/tarx"
 )
 
 // tarEntry is one entry of an archive a (hostile) guest sends.
@@ -135,7 +139,7 @@ func TestReceiveCopyRefusesHostileArchive(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := snapshot(t, outer)
-			_, err := receiveCopy(bytes.NewReader(guestArchive(t, tc.entries...)), tc.guestPath, filepath.Join(home, tc.dst))
+			_, err := receiveCopy(bytes.NewReader(guestArchive(t, tc.entries...)), tc.guestPath, filepath.Join(home, tc.dst), CopyOutOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got error %v, want one containing %s", err, tc.want)
 			}
@@ -152,7 +156,7 @@ func TestReceiveCopyTrailingData(t *testing.T) {
 	dst := t.TempDir()
 	archive := guestArchive(t, tarEntry{name: "app.log", typ: tar.TypeReg, body: "log"})
 	r := io.MultiReader(bytes.NewReader(archive), io.LimitReader(zeros{}, 1<<30))
-	if _, err := receiveCopy(r, "/var/log/app.log", dst); err == nil || !strings.Contains(err.Error(), "after the archive") {
+	if _, err := receiveCopy(r, "/var/log/app.log", dst, CopyOutOptions{}); err == nil || !strings.Contains(err.Error(), "after the archive") {
 		t.Fatalf("got %v, want an error about data after the archive", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dst, "app.log")); err == nil {
@@ -233,13 +237,60 @@ func TestReceiveCopy(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := receiveCopy(bytes.NewReader(guestArchive(t, tc.entries...)), tc.guestPath, filepath.Join(home, tc.dst)); err != nil {
+			if _, err := receiveCopy(bytes.NewReader(guestArchive(t, tc.entries...)), tc.guestPath, filepath.Join(home, tc.dst), CopyOutOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			got := snapshot(t, home)
 			delete(got, "")
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("host has\n %v\nwant\n %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestReceiveCopySizeBound: a guest that sends more than the copy may write
+// (a huge file, or very many small ones) is refused before the excess
+// lands, and nothing reaches the destination.
+func TestReceiveCopySizeBound(t *testing.T) {
+	huge := func() io.Reader {
+		// A header declaring 1 TiB, then endless zeros: nothing may try to
+		// read it all.
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		_ = tw.WriteHeader(&tar.Header{Name: "app.log", Typeflag: tar.TypeReg, Mode: 0o644, Size: 1 << 40})
+		return io.MultiReader(&b, io.LimitReader(zeros{}, 1<<30))
+	}
+	var many []tarEntry
+	many = append(many, tarEntry{name: "d/", typ: tar.TypeDir})
+	for i := 0; i < 20; i++ {
+		many = append(many, tarEntry{name: fmt.Sprintf("d/f%d", i), typ: tar.TypeReg, body: "x"})
+	}
+	for _, tc := range []struct {
+		name      string
+		r         func() io.Reader
+		guestPath string
+		o         CopyOutOptions
+	}{
+		{"declared size past the bound", huge, "/var/log/app.log", CopyOutOptions{MaxBytes: 1 << 20}},
+		{"declared size past the free space", huge, "/var/log/app.log", CopyOutOptions{}},
+		{"content past the bound", func() io.Reader {
+			return bytes.NewReader(guestArchive(t, tarEntry{name: "app.log", typ: tar.TypeReg, body: strings.Repeat("a", 4096)}))
+		}, "/var/log/app.log", CopyOutOptions{MaxBytes: 1000}},
+		{"too many entries", func() io.Reader { return bytes.NewReader(guestArchive(t, many...)) }, "/srv/d", CopyOutOptions{MaxFiles: 10}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := t.TempDir()
+			o := tc.o
+			if o.MaxBytes == 0 {
+				o.MaxBytes = copyOutBudget(dst)
+			}
+			_, err := receiveCopy(tc.r(), tc.guestPath, dst, o)
+			if !errors.Is(err, tarx.ErrTooLarge) {
+				t.Fatalf("got %v, want tarx.ErrTooLarge", err)
+			}
+			if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+				t.Fatalf("a refused copy left %v", ents)
 			}
 		})
 	}

@@ -165,7 +165,16 @@ type Options struct {
 	// Rename), and every symlink must point inside it (no absolute target,
 	// no climbing out with ".."). Any other entry is refused.
 	Top string
+	// MaxBytes and MaxFiles, when set, bound the regular-file content and
+	// the entries extracted: an archive from an untrusted sender that goes
+	// past them is refused (ErrTooLarge) before the excess is written.
+	MaxBytes int64
+	MaxFiles int
 }
+
+// ErrTooLarge is returned when an archive exceeds Options.MaxBytes or
+// Options.MaxFiles.
+var ErrTooLarge = errors.New("archive exceeds the size limit")
 
 // Extract unpacks r under dest, an existing directory.
 func Extract(r io.Reader, dest string, o Options) (Stats, error) {
@@ -234,6 +243,11 @@ func ExtractRoot(r io.Reader, root *os.Root, o Options) (Stats, error) {
 			}
 			dirs = append(dirs, dirTimes{target, mode, hdr.ModTime})
 		case tar.TypeReg:
+			// The tar reader yields exactly hdr.Size bytes, so the declared
+			// size is what would be written.
+			if o.MaxBytes > 0 && (hdr.Size < 0 || st.Bytes+hdr.Size > o.MaxBytes) {
+				return fail(fmt.Errorf("%w: %s would bring the copy past %d bytes", ErrTooLarge, trunc(hdr.Name), o.MaxBytes))
+			}
 			n, err := writeFile(root, target, tr, mode, hdr.ModTime)
 			st.Bytes += n
 			if err != nil {
@@ -255,6 +269,9 @@ func ExtractRoot(r io.Reader, root *os.Root, o Options) (Stats, error) {
 			}
 		}
 		st.Files++
+		if o.MaxFiles > 0 && st.Files > o.MaxFiles {
+			return fail(fmt.Errorf("%w: more than %d entries", ErrTooLarge, o.MaxFiles))
+		}
 	}
 	// Directory modes last, deepest first: a read-only directory must not
 	// stop its own contents from being written.
