@@ -88,8 +88,12 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	if o.imageRef != "" {
 		img = strChoice{o.imageRef, SourceTemplate}
 	}
-	recipe, err := image.Resolve(img.value)
-	if err != nil {
+	var recipe *image.Recipe
+	var err error
+	if a := o.artifacts; a != nil {
+		// A template's own image: its recipe may live on another host.
+		recipe = &image.Recipe{Name: a.Name, Resources: image.ResourceSpec{CPUs: a.DefaultCPUs, MemoryMiB: a.DefaultMemMiB}}
+	} else if recipe, err = image.Resolve(img.value); err != nil {
 		return nil, fmt.Errorf("%w; see 'mvmctl image list'", err)
 	}
 	beChoice := resolveBackendName(o, vc, m.Config)

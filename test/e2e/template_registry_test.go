@@ -125,6 +125,27 @@ func TestTemplateRegistry(t *testing.T) {
 	}
 	mustWith(t, time.Minute, "", b, "rm", "-f", "e2e-rb")
 
+	t.Run("a template without a snapshot boots cold from its own image", func(t *testing.T) {
+		const plain = "e2e-rplain"
+		t.Cleanup(func() {
+			mvm(t, time.Minute, "", "template", "delete", "-f", plain)
+			mvmWith(t, time.Minute, "", b, "rm", "-f", "e2e-rplain-vm")
+		})
+		must(t, time.Minute, "template", "create", plain, "--from", "minimal", "--memory", "128M", "--cpus", "1")
+		must(t, 5*time.Minute, "template", "build", plain)
+		pref := reg.Host + "/e2e/rplain:v1"
+		mustWith(t, 5*time.Minute, "pw-e2e\n", nil, append([]string{"template", "push", plain, pref, "--key", "e2e-signer"}, auth...)...)
+		mustWith(t, 5*time.Minute, "pw-e2e\n", b, append([]string{"template", "pull", pref}, auth...)...)
+		// The clean host has no image cache: the template's files boot.
+		mustWith(t, bootTimeout, "", b, "up", "--template", plain, "--name", "e2e-rplain-vm")
+		if out := mustWith(t, time.Minute, "", b, "exec", "e2e-rplain-vm", "--", "hostname"); strings.TrimSpace(out.stdout) != "e2e-rplain-vm" {
+			t.Fatalf("VM from the pulled plain template: %q", out.stdout)
+		}
+		if n := countFiles(t, filepath.Join(envValue(b, "MVM_CACHE_DIR"), "images")); n != 0 {
+			t.Fatalf("booting a pulled template built %d image files instead of using its own", n)
+		}
+	})
+
 	t.Run("a changed file fails verify", func(t *testing.T) {
 		kern := filepath.Join(envValue(b, "MVM_SHARE_DIR"), "templates", "rtpl", "image", "vmlinuz")
 		_ = os.Chmod(kern, 0o644)
