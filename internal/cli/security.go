@@ -47,6 +47,8 @@ It only reads: no key, directory or record is created.`,
 				return err
 			}
 			env.Networks, env.NetworksErr = m.Networks().List()
+			env.Trust = m.Config.Trust
+			env.Templates, _ = m.Templates().List()
 			rep := security.Run(env)
 			if g.json {
 				if err := writeJSON(g.stdout, rep); err != nil {

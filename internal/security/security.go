@@ -10,9 +10,11 @@
 package security
 
 import (
+	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/template"
 )
 
 // Status of one check. Only Fail makes the report fail.
@@ -89,6 +91,9 @@ type Env struct {
 	ShmDir string
 	// Statfs returns a filesystem type; nil uses statfs(2).
 	Statfs FSType
+	// Trust is config.toml's [trust]; Templates the local templates.
+	Trust     config.TrustPolicy
+	Templates []*template.Template
 
 	qemuDone  bool
 	qemuCache []*qemuVM
@@ -124,6 +129,7 @@ var checks = []func(*Env) []Check{
 	checkAccelerator,
 	checkConsole,
 	checkNetworks,
+	checkTemplates,
 	checkDocker,
 	checkFirecracker,
 	checkSecrets,
