@@ -86,7 +86,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 }
 
 // ForwardSignals relays every signal received on ch until the process ends.
-// Typical use: signal.Notify(ch, SIGINT, SIGTERM, SIGHUP) in a CLI.
+// Typical use: signal.Notify(ch, SIGINT, SIGTERM, SIGHUP) in a CLI, before
+// Start: the command may have run and printed by the time Start returns, and
+// a signal sent on seeing that must already have somewhere to go.
 func (p *Process) ForwardSignals(ch <-chan os.Signal) {
 	go func() {
 		for {
