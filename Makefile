@@ -33,7 +33,7 @@ demo: setup build
 test: setup build lint
 	$(GO) test -count=1 -timeout 75m ./...
 	@# One short run of the boot bench, so a bench can never silently rot.
-	./bench/boot/run.sh -n 1
+	$(BIN)/mvmctl bench boot -n 1
 	./bench/template/run.sh -n 1
 	@# Every fuzz target for a fixed count of executions: a decoder of
 	@# guest or registry bytes that panics fails CI.
@@ -52,7 +52,7 @@ lint:
 	$(STATICCHECK) ./...
 
 bench: build
-	./bench/boot/run.sh
+	$(BIN)/mvmctl bench all
 	./bench/template/run.sh
 
 # Network throughput, connect latency and up overhead vs raw QEMU (root; ~3 min).

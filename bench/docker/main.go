@@ -1,7 +1,8 @@
 // Command docker measures the Docker backend in one run:
 //
 //   - exec: `mvmctl exec NAME -- true` against `docker exec C true` on the
-//     same running container (goal: ratio ≤ 0.8);
+//     same running container (internal/bench's figure, as `mvmctl bench
+//     exec` prints it);
 //   - up:   `mvmctl up --backend docker` with the image already imported.
 //
 // With -direct it needs no mvmctl: it starts the container through the
@@ -21,7 +22,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,16 +32,12 @@ import (
 	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/backend/docker"
+	"github.com/mvm-dev/mvm/internal/bench"
 	"github.com/mvm-dev/mvm/internal/guestcfg"
 	"github.com/mvm-dev/mvm/internal/image"
 )
 
 func main() {
-	// VMs are removed by deferred calls: a closed stdout (| head) or Ctrl-C
-	// must not end us before they have run (the mvmctl children get SIGINT
-	// themselves, fail, and the run unwinds).
-	signal.Ignore(syscall.SIGPIPE)
-	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
 	n := flag.Int("n", 20, "iterations of each exec")
 	ups := flag.Int("ups", 3, "iterations of up")
 	mvmctl := flag.String("mvmctl", "bin/mvmctl", "mvmctl binary")
@@ -48,28 +45,79 @@ func main() {
 	direct := flag.Bool("direct", false, "drive the backend in-process instead of mvmctl")
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Parse()
-	var (
-		res result
-		err error
-	)
+	// Ctrl-C cancels the run; deferred cleanups still remove every VM.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
 	if *direct {
-		res, err = runDirect(*agent, *n)
+		var res result
+		if res, err = runDirect(ctx, *agent, *n); err == nil {
+			res.print(*asJSON)
+		}
 	} else {
-		res, err = runCLI(*mvmctl, *n, *ups)
+		err = runCLI(ctx, *mvmctl, *n, *ups, *asJSON)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench/docker:", err)
 		os.Exit(1)
 	}
-	res.print(*asJSON)
 }
 
+// runCLI prints bench's Docker exec figure and the median of ups runs of
+// up with the image imported.
+func runCLI(ctx context.Context, mvmctl string, n, ups int, asJSON bool) (err error) {
+	if mvmctl, err = filepath.Abs(mvmctl); err != nil {
+		return err
+	}
+	e, err := bench.NewEnv(mvmctl)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := e.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	// First: the figure, whose up also builds and imports the image.
+	fig, err := e.DockerExec(ctx, bench.Options{Mvmctl: mvmctl, N: 1, ExecN: n})
+	if err != nil {
+		return err
+	}
+	var upT []time.Duration
+	for i := 0; i < ups && fig.Skipped == ""; i++ {
+		name := fmt.Sprintf("dk-up-%d", i)
+		d, err := e.Up(ctx, name, "--backend", "docker", "--network", "none")
+		if err != nil {
+			return err
+		}
+		upT = append(upT, d)
+		if err := e.Remove(ctx, name); err != nil {
+			return err
+		}
+	}
+	up := bench.NewSeries("mvmctl up --backend docker (image imported)", upT)
+	rep := &bench.Report{Mvmctl: mvmctl, Iterations: ups, ExecIterations: n, Figures: []bench.Figure{fig}}
+	if asJSON {
+		return json.NewEncoder(os.Stdout).Encode(struct {
+			*bench.Report
+			Up *bench.Series `json:"up"`
+		}{rep, up})
+	}
+	if err := bench.WriteText(os.Stdout, rep); err != nil {
+		return err
+	}
+	if len(upT) > 0 {
+		fmt.Printf("%s: p50 %.1f ms (n=%d)\n", up.What, time.Duration(up.P50).Seconds()*1000, up.N)
+	}
+	return nil
+}
+
+// result is -direct's.
 type result struct {
-	Mode         string  `json:"mode"`
-	MvmExecMS    float64 `json:"mvm_exec_median_ms"`
+	MvmExecMS    float64 `json:"agent_exec_median_ms"`
 	DockerExecMS float64 `json:"docker_exec_median_ms"`
 	Ratio        float64 `json:"exec_ratio"`
-	UpMS         float64 `json:"up_median_ms,omitempty"`
+	UpMS         float64 `json:"start_ms"`
 	N            int     `json:"n"`
 }
 
@@ -78,25 +126,16 @@ func (r result) print(asJSON bool) {
 		json.NewEncoder(os.Stdout).Encode(r)
 		return
 	}
-	what := "mvmctl exec NAME -- true"
-	if r.Mode == "direct" {
-		what = "agent exec over unix socket"
-	}
-	fmt.Printf("%-32s median %7.1f ms\n", what, r.MvmExecMS)
+	fmt.Printf("%-32s median %7.1f ms\n", "agent exec over unix socket", r.MvmExecMS)
 	fmt.Printf("%-32s median %7.1f ms\n", "docker exec C true", r.DockerExecMS)
-	fmt.Printf("ratio %.2f (goal <= 0.80), n=%d\n", r.Ratio, r.N)
-	switch {
-	case r.Mode == "direct":
-		fmt.Printf("%-32s %7.1f ms (one start; includes the import unless the image was cached)\n", "backend start to agent ready", r.UpMS)
-	case r.UpMS > 0:
-		fmt.Printf("%-32s median %7.1f ms (image cached)\n", "mvmctl up --backend docker", r.UpMS)
-	}
+	fmt.Printf("ratio %.2f (target <= %.2f for mvmctl exec), n=%d\n", r.Ratio, bench.DockerTarget, r.N)
+	fmt.Printf("%-32s %7.1f ms (one start; includes the import unless the image was cached)\n", "backend start to agent ready", r.UpMS)
 }
 
 func median(d []time.Duration) float64 {
 	s := append([]time.Duration(nil), d...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return float64(s[len(s)/2].Microseconds()) / 1000
+	slices.Sort(s)
+	return float64(bench.Percentile(s, 50).Microseconds()) / 1000
 }
 
 func timeCmd(name string, args ...string) (time.Duration, error) {
@@ -121,70 +160,9 @@ func containerOf(name, dir string) (string, error) {
 	return c, nil
 }
 
-func runCLI(mvmctl string, n, ups int) (result, error) {
-	res := result{Mode: "cli", N: n}
-	root, err := os.MkdirTemp("", "mvmdk")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(root)
-	env := append(os.Environ(), "MVM_STATE_DIR="+filepath.Join(root, "state"), "MVM_CONFIG_DIR="+filepath.Join(root, "config"))
-	if os.Getenv("MVM_CACHE_DIR") == "" {
-		env = append(env, "MVM_CACHE_DIR="+filepath.Join(root, "cache"))
-	}
-	mvm := func(args ...string) (time.Duration, error) {
-		t0 := time.Now()
-		cmd := exec.Command(mvmctl, args...)
-		cmd.Env = env
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("mvmctl %v: %v\n%s", args, err, out)
-		}
-		return time.Since(t0), nil
-	}
-	// Warm: build and import the image once.
-	if _, err := mvm("up", "--backend", "docker", "--name", "dk-warm"); err != nil {
-		return res, err
-	}
-	defer mvm("rm", "-f", "dk-warm")
-	var upT []time.Duration
-	for i := 0; i < ups; i++ {
-		name := fmt.Sprintf("dk-up-%d", i)
-		d, err := mvm("up", "--backend", "docker", "--name", name)
-		if err != nil {
-			return res, err
-		}
-		upT = append(upT, d)
-		if _, err := mvm("rm", "-f", name); err != nil {
-			return res, err
-		}
-	}
-	res.UpMS = median(upT)
-
-	c, err := containerOf("dk-warm", filepath.Join(root, "state", "vms", "dk-warm"))
-	if err != nil {
-		return res, err
-	}
-	var mvmT, dockT []time.Duration
-	for i := 0; i < n; i++ { // interleaved: both see the same host load
-		d, err := mvm("exec", "dk-warm", "--", "true")
-		if err != nil {
-			return res, err
-		}
-		mvmT = append(mvmT, d)
-		if d, err = timeCmd("docker", "exec", c, "true"); err != nil {
-			return res, err
-		}
-		dockT = append(dockT, d)
-	}
-	res.MvmExecMS, res.DockerExecMS = median(mvmT), median(dockT)
-	res.Ratio = res.MvmExecMS / res.DockerExecMS
-	return res, nil
-}
-
-func runDirect(agent string, n int) (res result, err error) {
-	res = result{Mode: "direct", N: n}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+func runDirect(ctx context.Context, agent string, n int) (res result, err error) {
+	res = result{N: n}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	root, err := os.MkdirTemp("", "mvmdk")
 	if err != nil {

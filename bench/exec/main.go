@@ -1,6 +1,8 @@
-// Command exec measures `mvmctl exec` latency against a running VM: each
-// iteration is one full agent operation (connection, mutual TLS handshake,
-// exec of /bin/true, exit), as mvmctl does it. It prints p50/p95/p99.
+// Command exec measures exec latency against a running VM of the user's:
+// each iteration is one full agent operation (connection, mutual TLS
+// handshake, exec, exit) as mvmctl does it, minus the process. It prints
+// nearest-rank p50/p95/p99. The measurement is internal/bench's; `mvmctl
+// bench exec` runs it on a VM of its own, next to `mvmctl exec` itself.
 //
 //	go run ./bench/exec -vm NAME [-n 200] [-cmd /bin/true]
 package main
@@ -10,11 +12,13 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/bench"
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/vm"
@@ -32,13 +36,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: exec -vm NAME [-n 200] [-cmd /bin/true]")
 		os.Exit(2)
 	}
-	if err := run(*name, *n, strings.Fields(*cmd)); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *name, *n, strings.Fields(*cmd)); err != nil {
 		fmt.Fprintln(os.Stderr, "bench exec:", err)
 		os.Exit(1)
 	}
 }
 
-func run(name string, n int, argv []string) error {
+func run(ctx context.Context, name string, n int, argv []string) error {
 	dirs, err := paths.Resolve()
 	if err != nil {
 		return err
@@ -47,36 +53,20 @@ func run(name string, n int, argv []string) error {
 	if err != nil {
 		return err
 	}
-	m := vm.New(dirs, cfg, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	c, err := m.Agent(ctx, name, "benchmark")
+	lat, err := bench.AgentRoundTrips(ctx, vm.New(dirs, cfg, nil), name, argv, n)
 	if err != nil {
 		return err
 	}
-	req := proto.ExecRequest{Argv: argv}
-	// One warm-up: page cache, first TLS config use.
-	if _, err := c.Exec(ctx, req, nil, nil, nil); err != nil {
-		return err
+	var took time.Duration
+	for _, d := range lat {
+		took += d
 	}
-	lat := make([]time.Duration, 0, n)
-	began := time.Now()
-	for range n {
-		t := time.Now()
-		exit, err := c.Exec(ctx, req, nil, nil, nil)
-		if err != nil {
-			return err
-		}
-		if exit.Code != 0 {
-			return fmt.Errorf("%v exited %d", argv, exit.Code)
-		}
-		lat = append(lat, time.Since(t))
-	}
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	s := bench.NewSeries("", lat)
+	r := func(d bench.Seconds) time.Duration { return time.Duration(d).Round(10 * time.Microsecond) }
 	fmt.Printf("exec %v on %s: n=%d p50=%v p95=%v p99=%v max=%v (%.0f ops/s)\n",
-		argv, name, n, pct(0.50).Round(10*time.Microsecond), pct(0.95).Round(10*time.Microsecond),
-		pct(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond),
-		float64(n)/time.Since(began).Seconds())
+		argv, name, n, r(s.P50), r(s.P95), r(s.P99), slices.Max(lat).Round(10*time.Microsecond),
+		float64(n)/took.Seconds())
 	return nil
 }

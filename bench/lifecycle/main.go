@@ -1,8 +1,11 @@
 // Command lifecycle measures lifecycle costs against a built mvmctl, in one
-// run: cold up-to-exec vs snapshot restore-to-exec, `ls` with 1 vs 200 VM
-// records, and the supervisor's resident memory per VM.
+// run: snapshot restore-to-exec vs cold up-to-exec (internal/bench's
+// figure, as `mvmctl bench restore` prints it), snapshot create time and
+// size, the supervisor's resident memory per VM, and `ls` with a few vs
+// 200 more VM records. Like mvmctl bench it runs in temp directories (the
+// image cache is MVM_CACHE_DIR when set) and removes every VM on exit.
 //
-//	go run ./bench/lifecycle -mvmctl bin/mvmctl
+//	go run ./bench/lifecycle -mvmctl bin/mvmctl [-runs 3]
 package main
 
 import (
@@ -11,151 +14,71 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/bench"
 )
 
-var (
-	mvmctl = flag.String("mvmctl", "bin/mvmctl", "mvmctl binary (mvm-agent next to it)")
-	cache  = flag.String("cache", "", "image cache dir to reuse (default: a fresh one; the first up builds the image)")
-	runs   = flag.Int("runs", 3, "repetitions per timing; the median is reported")
-	memory = flag.String("memory", "128M", "VM memory")
-	bend   = flag.String("backend", "qemu", "backend to boot on (auto selection may pick one without snapshots)")
-)
+const opTimeout = 2 * time.Minute
 
 func main() {
-	// VMs are removed by deferred calls: a closed stdout (| head) or Ctrl-C
-	// must not end us before they have run (the mvmctl children get SIGINT
-	// themselves, fail, and the run unwinds).
-	signal.Ignore(syscall.SIGPIPE)
-	signal.Notify(make(chan os.Signal, 1), os.Interrupt, syscall.SIGTERM)
+	mvmctl := flag.String("mvmctl", "bin/mvmctl", "mvmctl binary (mvm-agent next to it)")
+	runs := flag.Int("runs", 3, "repetitions per timing; the median is reported")
 	flag.Parse()
-	if err := run(); err != nil {
+	// Ctrl-C cancels the run; the deferred Close still removes every VM.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *mvmctl, *runs); err != nil {
 		fmt.Fprintln(os.Stderr, "lifecycle:", err)
 		os.Exit(1)
 	}
 }
 
-var env []string
-
-func mvm(timeout time.Duration, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, *mvmctl, args...)
-	cmd.Env = env
-	var se strings.Builder
-	cmd.Stderr = &se
-	out, err := cmd.Output()
-	if err != nil {
-		return string(out), fmt.Errorf("mvmctl %v: %w: %s", args, err, se.String())
+func run(ctx context.Context, mvmctl string, runs int) (err error) {
+	if mvmctl, err = filepath.Abs(mvmctl); err != nil {
+		return err
 	}
-	return string(out), nil
-}
-
-func timed(f func() error) (time.Duration, error) {
-	t := time.Now()
-	err := f()
-	return time.Since(t), err
-}
-
-func median(d []time.Duration) time.Duration {
-	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
-	return d[len(d)/2]
-}
-
-// spread is "min–max" of d in seconds.
-func spread(d []time.Duration) string {
-	lo, hi := slices.Min(d), slices.Max(d)
-	return fmt.Sprintf("%.3f–%.3fs", lo.Seconds(), hi.Seconds())
-}
-
-func run() error {
-	root, err := os.MkdirTemp("", "mvmb")
+	e, err := bench.NewEnv(mvmctl)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(root)
-	c := *cache
-	if c == "" {
-		c = filepath.Join(root, "cache")
-	}
-	env = append(os.Environ(), "MVM_STATE_DIR="+filepath.Join(root, "st"), "MVM_CACHE_DIR="+c,
-		"MVM_CONFIG_DIR="+filepath.Join(root, "cfg"), "MVM_SHARE_DIR="+filepath.Join(root, "sh"))
 	defer func() {
-		out, _ := mvm(time.Minute, "ls", "-a", "--format", "{{.Name}}")
-		for _, n := range strings.Fields(out) {
-			mvm(time.Minute, "rm", "-f", n)
+		if cerr := e.Close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}()
+	o := bench.Options{Mvmctl: mvmctl, N: runs}
+	fig, err := e.Restore(ctx, o)
+	if err != nil {
+		return err
+	}
+	if err := bench.WriteText(os.Stdout, &bench.Report{Mvmctl: mvmctl, Iterations: runs, Figures: []bench.Figure{fig}}); err != nil {
+		return err
+	}
+	fmt.Println()
 
-	// Warm the image cache so cold boots measure booting, not building.
-	if _, err := mvm(15*time.Minute, "up", "--name", "warm", "--backend", *bend, "--memory", *memory); err != nil {
+	// A VM that stays up: snapshots of it, then its supervisor's RSS.
+	if _, err := e.UpQEMU(ctx, "warm"); err != nil {
 		return err
 	}
 	var saves []time.Duration
-	for i := range *runs {
-		// Each save is a fresh snapshot of the same VM; the last one stays.
-		if i > 0 {
-			if _, err := mvm(time.Minute, "snapshot", "rm", "snap"); err != nil {
-				return err
-			}
-		}
-		d, err := timed(func() error { _, err := mvm(time.Minute, "snapshot", "create", "warm", "snap"); return err })
+	for i := range runs {
+		d, err := e.Timed(ctx, 15*time.Minute, "snapshot", "create", "warm", fmt.Sprintf("snap-%d", i))
 		if err != nil {
 			return err
 		}
 		saves = append(saves, d)
 	}
-	var cold, coldUp, restore, restoreUp []time.Duration
-	// upExec times `up ARGS...` then `exec NAME -- true`.
-	upExec := func(name string, args ...string) (total, up time.Duration, err error) {
-		t := time.Now()
-		if _, err := mvm(5*time.Minute, append([]string{"up", "--name", name}, args...)...); err != nil {
-			return 0, 0, err
-		}
-		up = time.Since(t)
-		if _, err := mvm(time.Minute, "exec", name, "--", "true"); err != nil {
-			return 0, 0, err
-		}
-		return time.Since(t), up, nil
-	}
-	for i := range *runs {
-		name := fmt.Sprintf("cold-%d", i)
-		d, u, err := upExec(name, "--backend", *bend, "--memory", *memory)
-		if err != nil {
-			return err
-		}
-		cold, coldUp = append(cold, d), append(coldUp, u)
-		mvm(time.Minute, "rm", "-f", name)
-
-		name = fmt.Sprintf("clone-%d", i)
-		d, u, err = upExec(name, "--from-snapshot", "snap")
-		if err != nil {
-			return err
-		}
-		restore, restoreUp = append(restore, d), append(restoreUp, u)
-		if i < *runs-1 {
-			mvm(time.Minute, "rm", "-f", name)
-		}
-	}
-	mc, mr := median(cold), median(restore)
-	// Under TCG one run swings by 10% with host load: show the spread too.
-	fmt.Printf("cold up-to-exec      %8.3fs (median of %d, range %s; up %.3fs)\n", mc.Seconds(), *runs, spread(cold), median(coldUp).Seconds())
-	fmt.Printf("restore-to-exec      %8.3fs (median of %d, range %s; up %.3fs)  ratio %.3fx (goal <= 0.10x)\n",
-		mr.Seconds(), *runs, spread(restore), median(restoreUp).Seconds(), mr.Seconds()/mc.Seconds())
-	fmt.Printf("snapshot create      %8.3fs (median of %d)\n", median(saves).Seconds(), *runs)
-	if err := printSnapshotSizes(filepath.Join(root, "st", "snapshots", "snap")); err != nil {
+	fmt.Printf("snapshot create      %8.3fs (median of %d)\n", median(saves).Seconds(), runs)
+	if err := printSnapshotSizes(filepath.Join(e.Dirs.State, "snapshots", bench.RestoreSnapshot)); err != nil {
 		return err
 	}
-
-	// Supervisor RSS of a running VM.
-	out, err := mvm(time.Minute, "inspect", "warm")
+	out, err := e.Run(ctx, opTimeout, "inspect", "warm")
 	if err != nil {
 		return err
 	}
@@ -165,16 +88,16 @@ func run() error {
 		} `json:"backend"`
 	}
 	if err := json.Unmarshal([]byte(out), &in); err != nil {
-		return err
+		return fmt.Errorf("decode inspect: %w", err)
 	}
 	fmt.Printf("supervisor RSS       %8s (pid %d); QEMU RSS %s\n", vmRSS(in.Backend.Pids.Supervisor), in.Backend.Pids.Supervisor, vmRSS(in.Backend.Pids.VMM))
 
-	// ls with 1 record vs 200 (+ the running ones): stub records of stopped
-	// VMs, which reconcile still opens.
+	// ls with the running VM vs 200 more: stub records of stopped VMs,
+	// which reconcile still opens.
 	lsTime := func() (time.Duration, error) {
 		var ds []time.Duration
 		for range 5 {
-			d, err := timed(func() error { _, err := mvm(time.Minute, "ls", "-a", "--json"); return err })
+			d, err := e.Timed(ctx, opTimeout, "ls", "-a", "--json")
 			if err != nil {
 				return 0, err
 			}
@@ -186,9 +109,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	vms := filepath.Join(root, "st", "vms")
 	for i := range 200 {
-		dir := filepath.Join(vms, fmt.Sprintf("fake-%03d", i))
+		dir := e.Dirs.VMDir(fmt.Sprintf("fake-%03d", i))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
@@ -201,8 +123,18 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// Close would rm each fake one by one; they hold nothing.
+	for i := range 200 {
+		_ = os.RemoveAll(e.Dirs.VMDir(fmt.Sprintf("fake-%03d", i)))
+	}
 	fmt.Printf("ls -a, few records   %8.3fs\nls -a, +200 records  %8.3fs  ratio %.2fx (goal <= 2x)\n", base.Seconds(), many.Seconds(), many.Seconds()/base.Seconds())
 	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return bench.Percentile(s, 50)
 }
 
 // printSnapshotSizes reports what the QEMU backend wrote: the migration

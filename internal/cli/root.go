@@ -150,6 +150,7 @@ guest agent: exec, console, health. No SSH.`,
 		newAuditCommand(g),
 		newSecurityCommand(g),
 		newKeyCommand(g),
+		newBenchCommand(g),
 	)
 	markRuntime(root)
 	return root
