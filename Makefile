@@ -55,9 +55,12 @@ bench: build
 	$(BIN)/mvmctl bench all
 	./bench/template/run.sh
 
-# Network throughput, connect latency and up overhead vs raw QEMU (root; ~3 min).
+# Network throughput, connect latency and up overhead vs raw QEMU, then
+# what an egress policy adds to resolve+connect against an open network
+# (root; ~5 min on an idle host).
 bench-net: build
 	./bench/net/run.sh
+	./bench/net/run.sh -mode egress
 
 # Every fuzz target for FUZZ_EXECS executions (default 20000; make test runs CI_FUZZ_EXECS).
 fuzz:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,10 +15,11 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// env is everything the bench creates: three network namespaces of its
-// own — mvm's (mvmctl, its VMs and networks), raw QEMU's (the baseline's
-// bridge and TAP; none of mvm's nftables rules or conntrack there) and the
-// sink's, reached from both over veths on the bridges — a temporary
+// env is everything the bench creates: network namespaces of its own —
+// mvm's (mvmctl, its VMs and networks), raw QEMU's (the baseline's bridge
+// and TAP; none of mvm's nftables rules or conntrack there; not made in
+// egress mode) and the sink's, reached from both over veths on the bridges
+// (in egress mode: mvm's uplink, and the fake internet) — a temporary
 // directory, and the cleanups that undo them, run last-in first-out.
 type env struct {
 	ns, rawNS, sinkNS string // namespace names
@@ -58,8 +60,9 @@ func (e *env) logf(format string, a ...any) {
 }
 
 // newEnv makes the temporary directory and the namespaces with their
-// loopbacks up. On error what was made is already registered for teardown.
-func newEnv(e *env) error {
+// loopbacks up (raw QEMU's only with raw). On error what was made is
+// already registered for teardown.
+func newEnv(e *env, raw bool) error {
 	dir, err := os.MkdirTemp("", "mvmbench-net-")
 	if err != nil {
 		return err
@@ -68,9 +71,18 @@ func newEnv(e *env) error {
 	e.onExit("remove "+dir, func() error { return os.RemoveAll(dir) })
 	pid := os.Getpid()
 	e.ns = fmt.Sprintf("mvmbench-%d", pid)
-	e.rawNS = fmt.Sprintf("mvmbench-%d-raw", pid)
 	e.sinkNS = fmt.Sprintf("mvmbench-%d-sink", pid)
-	for _, name := range []string{e.ns, e.rawNS, e.sinkNS} {
+	type slot struct {
+		name string
+		dst  *netns.NsHandle
+	}
+	handles := []slot{{e.ns, &e.nsH}, {e.sinkNS, &e.sinkH}}
+	if raw {
+		e.rawNS = fmt.Sprintf("mvmbench-%d-raw", pid)
+		handles = append(handles, slot{e.rawNS, &e.rawH})
+	}
+	for _, h := range handles {
+		name := h.name
 		if _, err := os.Stat("/run/netns/" + name); err == nil {
 			return fmt.Errorf("network namespace %s already exists (a previous run with the same pid?): refusing to touch it", name)
 		}
@@ -82,10 +94,7 @@ func newEnv(e *env) error {
 			return err
 		}
 	}
-	for _, h := range []struct {
-		name string
-		dst  *netns.NsHandle
-	}{{e.ns, &e.nsH}, {e.rawNS, &e.rawH}, {e.sinkNS, &e.sinkH}} {
+	for _, h := range handles {
 		if *h.dst, err = netns.GetFromName(h.name); err != nil {
 			return fmt.Errorf("open namespace %s: %w", h.name, err)
 		}
@@ -135,6 +144,25 @@ func nsPids(name string) []int {
 	return pids
 }
 
+// inNS runs fn on a thread that entered namespace ns (the calling
+// process's own when ns is nil). Sockets fn opens stay in ns whichever
+// thread uses them later. The thread is never switched back: the goroutine
+// ends locked, so the runtime retires it.
+func inNS(ns *netns.NsHandle, fn func() error) error {
+	ch := make(chan error, 1)
+	go func() {
+		if ns != nil {
+			runtime.LockOSThread()
+			if err := netns.Set(*ns); err != nil {
+				ch <- fmt.Errorf("enter namespace: %w", err)
+				return
+			}
+		}
+		ch <- fn()
+	}()
+	return <-ch
+}
+
 // ipIn runs `ip -n NS ARGS...`.
 func ipIn(ns string, args ...string) error {
 	return run(context.Background(), "ip", append([]string{"-n", ns}, args...)...)
@@ -164,19 +192,22 @@ func output(ctx context.Context, env []string, name string, args ...string) ([]b
 }
 
 // veth puts a veth pair between namespace from (end a, enslaved to bridge
-// br there) and the sink namespace (end b, with address cidr), both up
-// with mtu.
+// br there unless br is "") and the sink namespace (end b, with address
+// cidr), both up with mtu.
 func (e *env) veth(from, a, b, br, cidr string, mtu int) error {
 	if err := ipIn(from, "link", "add", a, "mtu", fmt.Sprint(mtu), "type", "veth", "peer", "name", b, "netns", e.sinkNS); err != nil {
 		return err
 	}
 	e.onExit("delete link "+a, func() error { return delLink(from, a) })
-	for _, args := range [][]string{
-		{"-n", from, "link", "set", a, "master", br},
+	steps := [][]string{
 		{"-n", from, "link", "set", a, "up"},
 		{"-n", e.sinkNS, "addr", "add", cidr, "dev", b},
 		{"-n", e.sinkNS, "link", "set", b, "up"},
-	} {
+	}
+	if br != "" {
+		steps = append([][]string{{"-n", from, "link", "set", a, "master", br}}, steps...)
+	}
+	for _, args := range steps {
 		if err := run(context.Background(), "ip", args...); err != nil {
 			return err
 		}

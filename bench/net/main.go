@@ -23,6 +23,10 @@
 // User mode's sink listens on 127.0.0.1 in QEMU's namespace (mvm's and
 // raw's), which slirp reaches as 10.0.2.2.
 //
+// With -mode egress it measures the egress policy instead (egress.go):
+// resolving a name through the network's DNS server and connecting to it,
+// on an allow-listed network against an open one, in the same run.
+//
 // Run it as root with bench/net/run.sh (or go run ./bench/net -mvmctl
 // bin/mvmctl).
 package main
@@ -51,6 +55,7 @@ import (
 )
 
 type options struct {
+	mode       string
 	mvmctl     string
 	n          int
 	runs       int
@@ -63,6 +68,8 @@ type options struct {
 	modulesDir string
 	image      string
 	rawMemFile bool
+	resolves   int
+	registries bool
 }
 
 func main() {
@@ -72,9 +79,10 @@ func main() {
 	// and the run unwinds into teardown.
 	signal.Ignore(syscall.SIGPIPE)
 	var o options
+	flag.StringVar(&o.mode, "mode", "net", "net: throughput, connect latency and up vs raw QEMU; egress: resolve+connect on allow-listed vs open networks")
 	flag.StringVar(&o.mvmctl, "mvmctl", "bin/mvmctl", "mvmctl binary")
 	flag.IntVar(&o.n, "n", 3, "iterations of each up (none, bridge, user) for the ready-time medians")
-	flag.IntVar(&o.runs, "runs", 3, "rounds per mode: each a dd|nc stream and a batch of connects on each VM, mvm and raw alternating (median stream reported)")
+	flag.IntVar(&o.runs, "runs", 0, "rounds (default 3; egress mode 8): per mode each a dd|nc stream and a batch of connects on each VM, mvm and raw alternating (median stream reported); egress mode a batch per case and kind")
 	flag.IntVar(&o.sizeMiB, "size", 32, "MiB per dd|nc stream (about 9 s each under TCG here)")
 	flag.IntVar(&o.connects, "connects", 30, "connects per VM in all (spread over the rounds) for the latency percentiles")
 	flag.BoolVar(&o.asJSON, "json", false, "print JSON instead of the table")
@@ -84,9 +92,21 @@ func main() {
 	flag.StringVar(&o.modulesDir, "modules", "", "module tree of the guest kernel (default: /lib/modules/<its release>)")
 	flag.StringVar(&o.image, "image", "", "mvm image to boot (default: mvmctl's default, minimal)")
 	flag.BoolVar(&o.rawMemFile, "raw-mem-file", false, "diagnostic: give raw QEMU mvm's file-backed guest RAM (memory-backend-file, share=on, in the bench's temp dir) instead of anonymous RAM")
+	flag.IntVar(&o.resolves, "resolves", 160, "egress mode: resolve+connects per network and kind (repeat, fresh), spread over -runs rounds")
+	flag.BoolVar(&o.registries, "registries", true, "egress mode: also measure a network with the registries preset")
 	flag.Parse()
-	if o.n < 1 || o.runs < 1 || o.sizeMiB < 1 || o.connects < 1 {
-		fmt.Fprintln(os.Stderr, "bench/net: -n, -runs, -size and -connects must be at least 1")
+	if o.runs == 0 {
+		o.runs = 3
+		if o.mode == "egress" {
+			o.runs = 8
+		}
+	}
+	if o.n < 1 || o.runs < 1 || o.sizeMiB < 1 || o.connects < 1 || o.resolves < o.runs {
+		fmt.Fprintln(os.Stderr, "bench/net: -n, -runs, -size and -connects must be at least 1, -resolves at least -runs")
+		os.Exit(2)
+	}
+	if o.mode != "net" && o.mode != "egress" {
+		fmt.Fprintf(os.Stderr, "bench/net: -mode %q: want net or egress\n", o.mode)
 		os.Exit(2)
 	}
 
@@ -103,7 +123,13 @@ func main() {
 	}()
 
 	e := &env{verbose: o.verbose}
-	rep, err := bench(ctx, e, o)
+	var rep any
+	var err error
+	if o.mode == "egress" {
+		rep, err = benchEgress(ctx, e, o)
+	} else {
+		rep, err = bench(ctx, e, o)
+	}
 	if failed := e.teardown(); len(failed) > 0 {
 		for _, f := range failed {
 			fmt.Fprintln(os.Stderr, "bench/net: cleanup:", f)
@@ -125,7 +151,12 @@ func main() {
 		_ = enc.Encode(rep)
 		return
 	}
-	printTable(os.Stdout, rep)
+	switch r := rep.(type) {
+	case *report:
+		printTable(os.Stdout, r)
+	case *egressReport:
+		printEgress(os.Stdout, r)
+	}
 }
 
 // Names of what the bench makes. The namespaces are its own, so these
@@ -190,7 +221,7 @@ type report struct {
 
 var method = map[string]string{
 	"throughput":  "guest runs `dd if=/dev/zero bs=64k count=N | nc -w 10 SINK 5201`; the sink counts bytes after its first read over first-to-last read (MB = 10^6 bytes)",
-	"connect":     "static probe in the guest: blocking connect(2) on a fresh socket timed with the guest's monotonic clock (SYN out to SYN-ACK in; in user mode slirp's own host connect is inside), one warm-up not reported, 10 ms between connects; p50 is the median, p95 nearest-rank",
+	"connect":     "static probe in the guest: blocking connect(2) on a fresh socket timed with the TSC at mvm's tsc_early_khz under TCG, else the guest's monotonic clock (SYN out to SYN-ACK in; in user mode slirp's own host connect is inside), one warm-up not reported, 10 ms between connects; p50 is the median, p95 nearest-rank",
 	"order":       "mvm's VM and raw QEMU are both up; each round runs a stream then a batch of connects on each, one guest at a time, the order flipping every round",
 	"ratio":       "throughput mvm/raw; latency raw/mvm; >= target is good",
 	"up":          "wall time of `mvmctl up --backend qemu --network NET` (returns when the agent answers), none/bridge/user interleaved after one warm-up up; delta = median(NET) - median(none)",
@@ -214,13 +245,15 @@ func (m *mvm) run(ctx context.Context, timeout time.Duration, args ...string) ([
 	return output(ctx, m.env, "ip", append([]string{"netns", "exec", m.ns, m.bin}, args...)...)
 }
 
-// up boots name on network and returns the wall time to ready.
-func (m *mvm) up(ctx context.Context, name, network, image string) (time.Duration, error) {
+// up boots name on network (extra: more up flags) and returns the wall
+// time to ready.
+func (m *mvm) up(ctx context.Context, name, network, image string, extra ...string) (time.Duration, error) {
 	m.vms[name] = true
 	args := []string{"up", "--backend", "qemu", "--name", name, "--network", network}
 	if image != "" {
 		args = append(args, "--image", image)
 	}
+	args = append(args, extra...)
 	t0 := time.Now()
 	_, err := m.run(ctx, 6*time.Minute, args...)
 	return time.Since(t0), err
@@ -236,6 +269,15 @@ func (m *mvm) rm(ctx context.Context, name string) error {
 
 func (m *mvm) sh(ctx context.Context, name, script string) ([]byte, error) {
 	return m.run(ctx, 10*time.Minute, "exec", name, "--", "sh", "-c", script)
+}
+
+// installProbe copies the guest probe into a VM as /tmp/nbprobe.
+func (m *mvm) installProbe(ctx context.Context, name, probe string) error {
+	if _, err := m.run(ctx, 2*time.Minute, "cp", probe, name+":/tmp/nbprobe"); err != nil {
+		return err
+	}
+	_, err := m.sh(ctx, name, "chmod 755 /tmp/nbprobe")
+	return err
 }
 
 // argv is the QEMU command line mvm recorded for a running VM.
@@ -275,35 +317,33 @@ func (m *mvm) teardown() error {
 	return nil
 }
 
-// bench does the whole run; everything it makes is registered on e.
-func bench(ctx context.Context, e *env, o options) (*report, error) {
+// setup checks what every mode needs, makes the namespaces (raw QEMU's
+// with raw) and mvmctl's directories and builds the guest probe. prepare
+// runs after the namespaces exist and before mvmctl first runs in them.
+func setup(ctx context.Context, e *env, o options, raw bool, prepare func() error) (*mvm, string, error) {
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("needs root: it creates network namespaces, bridges and TAPs")
+		return nil, "", fmt.Errorf("needs root: it creates network namespaces, bridges and TAPs")
 	}
 	bin, err := filepath.Abs(o.mvmctl)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return nil, fmt.Errorf("mvmctl: %w (run make build first)", err)
-	}
-	busybox := o.busybox
-	if busybox == "" {
-		busybox = "/bin/busybox"
-		if _, err := os.Stat(busybox); err != nil {
-			if busybox, err = exec.LookPath("busybox"); err != nil {
-				return nil, fmt.Errorf("no busybox: install busybox-static")
-			}
-		}
+		return nil, "", fmt.Errorf("mvmctl: %w (run make build first)", err)
 	}
 	// The user's image cache, resolved as mvmctl would without our
 	// overrides (so a legacy ~/.mvm is honoured too).
 	dirs, err := paths.Resolve()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if err := newEnv(e); err != nil {
-		return nil, err
+	if err := newEnv(e, raw); err != nil {
+		return nil, "", err
+	}
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return nil, "", err
+		}
 	}
 	state := filepath.Join(e.dir, "state")
 	m := &mvm{bin: bin, ns: e.ns, state: state, vms: map[string]bool{}, e: e,
@@ -315,8 +355,26 @@ func bench(ctx context.Context, e *env, o options) (*report, error) {
 	if probe == "" {
 		probe = filepath.Join(e.dir, "nbprobe")
 		if err := buildProbe(ctx, probe); err != nil {
-			return nil, err
+			return nil, "", err
 		}
+	}
+	return m, probe, nil
+}
+
+// bench does the whole run; everything it makes is registered on e.
+func bench(ctx context.Context, e *env, o options) (*report, error) {
+	busybox := o.busybox
+	if busybox == "" {
+		busybox = "/bin/busybox"
+		if _, err := os.Stat(busybox); err != nil {
+			if busybox, err = exec.LookPath("busybox"); err != nil {
+				return nil, fmt.Errorf("no busybox: install busybox-static")
+			}
+		}
+	}
+	m, probe, err := setup(ctx, e, o, true, nil)
+	if err != nil {
+		return nil, err
 	}
 	w := workload{Blocks: o.sizeMiB * 16, Runs: o.runs, Connects: o.connects}
 	s := newSink(int64(o.sizeMiB) << 20)
@@ -557,6 +615,7 @@ func measureMode(ctx context.Context, e *env, m *mvm, s *sink, w workload, o opt
 	if err := k.resolve(argv); err != nil {
 		return modeReport{}, err
 	}
+	w.TSCKHz = tscKHz(argv)
 	out, err := m.sh(ctx, sp.vm, "ip -4 -o addr show dev eth0; cat /sys/class/net/eth0/mtu")
 	if err != nil {
 		return modeReport{}, err
@@ -574,10 +633,7 @@ func measureMode(ctx context.Context, e *env, m *mvm, s *sink, w workload, o opt
 			return modeReport{}, err
 		}
 	}
-	if _, err := m.run(ctx, 2*time.Minute, "cp", probe, sp.vm+":/tmp/nbprobe"); err != nil {
-		return modeReport{}, err
-	}
-	if _, err := m.sh(ctx, sp.vm, "chmod 755 /tmp/nbprobe"); err != nil {
+	if err := m.installProbe(ctx, sp.vm, probe); err != nil {
 		return modeReport{}, err
 	}
 
@@ -621,11 +677,11 @@ func measureMode(ctx context.Context, e *env, m *mvm, s *sink, w workload, o opt
 		if err != nil {
 			return err
 		}
-		clock, us, err := parseProbe(string(out))
+		p, err := parseProbe(string(out))
 		if err != nil {
 			return fmt.Errorf("VM %s: %w", sp.vm, err)
 		}
-		mv.clock, mv.connectUs = clock, append(mv.connectUs, us...)
+		mv.clock, mv.connectUs = p.Clock, append(mv.connectUs, p.Connect...)
 		return nil
 	}
 	rawStream := func() error {
@@ -667,11 +723,11 @@ func measureMode(ctx context.Context, e *env, m *mvm, s *sink, w workload, o opt
 			e.logf("raw %s serial: %s", sp.name, l)
 		}
 		if strings.HasPrefix(l, "NBPROBE ") {
-			clock, us, err := parseProbe(l)
+			p, err := parseProbe(l)
 			if err != nil {
 				return modeReport{}, fmt.Errorf("raw guest: %w", err)
 			}
-			rv.clock, rv.connectUs = clock, append(rv.connectUs, us...)
+			rv.clock, rv.connectUs = p.Clock, append(rv.connectUs, p.Connect...)
 		}
 	}
 	if len(rv.connectUs) != len(mv.connectUs) {
@@ -698,39 +754,59 @@ func buildProbe(ctx context.Context, dst string) error {
 	return nil
 }
 
-// parseProbe reads the probe's "NBPROBE clock=C connect_us=..." line: the
-// guest's clock source and the samples.
-func parseProbe(out string) (string, []float64, error) {
+// probeOut is one probe run's result line: the guest's clock source and
+// the samples in µs (resolve and total only with -resolve).
+type probeOut struct {
+	Clock                   string
+	Connect, Resolve, Total []float64
+	Retries                 int
+}
+
+// parseProbe reads the probe's "NBPROBE clock=C connect_us=..." line.
+func parseProbe(out string) (probeOut, error) {
 	for _, l := range strings.Split(out, "\n") {
 		rest, ok := strings.CutPrefix(strings.TrimSpace(l), "NBPROBE ")
 		if !ok {
 			continue
 		}
-		var clock string
-		var us []float64
+		var p probeOut
 		for _, kv := range strings.Fields(rest) {
 			k, v, _ := strings.Cut(kv, "=")
+			var dst *[]float64
 			switch k {
 			case "clock":
-				clock = v
-			case "connect_us":
-				for _, f := range strings.Split(v, ",") {
-					x, err := strconv.ParseFloat(f, 64)
-					if err != nil {
-						return "", nil, fmt.Errorf("probe: bad sample %q", f)
-					}
-					us = append(us, x)
+				p.Clock = v
+				continue
+			case "retries":
+				n, err := strconv.Atoi(v)
+				if err != nil {
+					return p, fmt.Errorf("probe: bad retries %q", v)
 				}
+				p.Retries = n
+				continue
+			case "connect_us":
+				dst = &p.Connect
+			case "resolve_us":
+				dst = &p.Resolve
+			case "total_us":
+				dst = &p.Total
 			default:
-				return "", nil, fmt.Errorf("probe: %s", rest)
+				return p, fmt.Errorf("probe: %s", rest)
+			}
+			for _, f := range strings.Split(v, ",") {
+				x, err := strconv.ParseFloat(f, 64)
+				if err != nil {
+					return p, fmt.Errorf("probe: bad sample %q in %s", f, k)
+				}
+				*dst = append(*dst, x)
 			}
 		}
-		if us == nil {
-			return "", nil, fmt.Errorf("probe: no samples in %q", l)
+		if p.Connect == nil {
+			return p, fmt.Errorf("probe: no samples in %q", l)
 		}
-		return clock, us, nil
+		return p, nil
 	}
-	return "", nil, fmt.Errorf("probe printed no result: %q", out)
+	return probeOut{}, fmt.Errorf("probe printed no result: %q", out)
 }
 
 func argValue(argv []string, flag string) string {

@@ -36,9 +36,10 @@ type guestNet struct {
 
 // workload is what the guest runs, identically under mvm and raw QEMU.
 type workload struct {
-	Blocks   int // dd count of 64 KiB blocks
-	Runs     int // rounds: one dd|nc stream and one batch of connects each
-	Connects int // probe connects in all, spread over the rounds
+	Blocks   int    // dd count of 64 KiB blocks
+	Runs     int    // rounds: one dd|nc stream and one batch of connects each
+	Connects int    // probe connects in all, spread over the rounds
+	TSCKHz   string // the probe times with the TSC at this rate ("": the guest's clock)
 }
 
 // step is one thing a guest does: a stream (connects == 0) or a batch of
@@ -73,7 +74,24 @@ func (w workload) streamCmd(sink string) string {
 
 // probeArgs are the probe's arguments for n connects to sink.
 func (w workload) probeArgs(sink string, n int) []string {
-	return []string{"-addr", fmt.Sprintf("%s:%d", sink, connectPort), "-n", fmt.Sprint(n)}
+	args := []string{"-addr", fmt.Sprintf("%s:%d", sink, connectPort), "-n", fmt.Sprint(n)}
+	if w.TSCKHz != "" {
+		args = append(args, "-tsc-khz", w.TSCKHz)
+	}
+	return args
+}
+
+// tscKHz is the tsc_early_khz mvm put on the guest's command line (under
+// TCG: the host's TSC rate, which the guest's TSC runs at), or "". The
+// probe times with the TSC at that rate: on a busy host the guest's
+// clocksource watchdog may have left the kernel on jiffies (4 ms steps).
+func tscKHz(argv []string) string {
+	for _, a := range strings.Fields(argValue(argv, "-append")) {
+		if v, ok := strings.CutPrefix(a, "tsc_early_khz="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // kernelRelease reads the release string ("6.1.0-57-cloud-amd64") from an
@@ -335,8 +353,9 @@ func (c *cpioWriter) trailer() { c.entry("TRAILER!!!", 0, nil, 0, 0) }
 // rawArgv turns the QEMU argv mvm recorded for a VM into the baseline's:
 // same binary, machine, accelerator, CPU, memory, kernel, command line,
 // NICs and RNG; our initramfs and a file console instead of mvm's; no
-// disks, agent channel, QMP, pid file or file-backed RAM (unless memPath
-// is set: then mvm's memory backend is kept with that file). netdev
+// disks, agent channel, QMP, pid file, confinement (-sandbox, -runas) or
+// file-backed RAM (unless memPath is set: then mvm's memory backend is
+// kept with that file). netdev
 // replaces the -netdev value (nil keeps mvm's). Any option it does not
 // know is an error, so a change to mvm's argv cannot slip into the
 // baseline unseen.
@@ -386,6 +405,9 @@ func rawArgv(mvm []string, initrd, serial string, netdev func(string) string, me
 		case "-initrd":
 			out = append(out, f, initrd)
 		case "-chardev", "-serial", "-qmp", "-pidfile", "-drive":
+		case "-sandbox", "-runas":
+			// mvm's confinement of the QEMU process (seccomp, its own
+			// uid): what it costs is mvm's, so the baseline runs without.
 		case "-device":
 			dev, _, _ := strings.Cut(v, ",")
 			switch dev {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"time"
 
@@ -53,48 +52,44 @@ func newSink(want int64) *sink {
 	return &sink{Streams: make(chan stream, 64), Gates: make(chan net.Conn, 8), want: want}
 }
 
-// listen opens the ports on ip inside namespace ns (the calling process's
-// own when ns is nil). The socket is created from a thread that entered ns;
-// it stays in ns whichever thread accepts on it later. The thread is never
-// switched back: the goroutine ends locked, so the runtime retires it.
-func (s *sink) listen(ns *netns.NsHandle, ip string) error {
-	type res struct {
-		ls  []net.Listener
-		err error
+// listen opens ports (default: all three) on ip inside namespace ns (the
+// calling process's own when ns is nil).
+func (s *sink) listen(ns *netns.NsHandle, ip string, ports ...int) error {
+	if len(ports) == 0 {
+		ports = []int{streamPort, connectPort, gatePort}
 	}
-	ch := make(chan res, 1)
-	go func() {
-		if ns != nil {
-			runtime.LockOSThread()
-			if err := netns.Set(*ns); err != nil {
-				ch <- res{err: fmt.Errorf("enter namespace: %w", err)}
-				return
-			}
-		}
-		var r res
-		for _, p := range []int{streamPort, connectPort, gatePort} {
+	var ls []net.Listener
+	err := inNS(ns, func() error {
+		for _, p := range ports {
 			l, err := net.Listen("tcp4", net.JoinHostPort(ip, fmt.Sprint(p)))
 			if err != nil {
-				for _, o := range r.ls {
+				for _, o := range ls {
 					o.Close()
 				}
-				ch <- res{err: err}
-				return
+				return err
 			}
-			r.ls = append(r.ls, l)
+			ls = append(ls, l)
 		}
-		ch <- r
-	}()
-	r := <-ch
-	if r.err != nil {
-		return fmt.Errorf("sink on %s: %w", ip, r.err)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sink on %s: %w", ip, err)
 	}
 	s.mu.Lock()
-	s.ls = append(s.ls, r.ls...)
+	s.ls = append(s.ls, ls...)
 	s.mu.Unlock()
-	go s.serve(r.ls[0], s.handleStream)
-	go s.serve(r.ls[1], s.handleConnect)
-	go s.serve(r.ls[2], func(c net.Conn) { s.Gates <- c })
+	for i, l := range ls {
+		switch ports[i] {
+		case streamPort:
+			go s.serve(l, s.handleStream)
+		case connectPort:
+			go s.serve(l, s.handleConnect)
+		case gatePort:
+			go s.serve(l, func(c net.Conn) { s.Gates <- c })
+		default:
+			go s.serve(l, s.handleConnect)
+		}
+	}
 	return nil
 }
 
