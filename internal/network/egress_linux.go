@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/nftables"
@@ -127,7 +128,15 @@ func allowedElements(c *nftables.Conn, table string) map[string][]nftables.SetEl
 }
 
 // AllowAddresses lets n's VMs reach addrs for ttl: the DNS server calls it
-// for every answer to an allowed name, before the answer reaches the VM.
+// for every answer to an allowed name, before the answer reaches the VM, so
+// it is on the path of every lookup and must be cheap. Adding an element
+// takes tens of microseconds; deleting one (needed to refresh an element
+// already in the set on kernels that do not update a re-added element's
+// timeout) takes milliseconds. So a process-local memo of what this process
+// put in the set, seeded once from the kernel, decides: an address the set
+// does not hold is only added; one added here with at least half its
+// lifetime left is left alone; only one nearer its end is deleted and added
+// again.
 func (m *Manager) AllowAddresses(n *Network, addrs []netip.Addr, ttl time.Duration) error {
 	if n.Mode != ModeBridge {
 		return nil
@@ -136,32 +145,90 @@ func (m *Manager) AllowAddresses(n *Network, addrs []netip.Addr, ttl time.Durati
 		return err
 	}
 	ttl = min(max(ttl, allowMinTTL), allowMaxTTL)
-	var els []nftables.SetElement
-	for _, a := range addrs {
-		if a.Is4() {
-			b := a.As4()
-			els = append(els, nftables.SetElement{Key: b[:], Timeout: ttl})
-		}
-	}
-	if len(els) == 0 {
-		return nil
-	}
 	c, err := nftables.New()
 	if err != nil {
 		return err
 	}
 	set := &nftables.Set{Table: &nftables.Table{Family: nftables.TableFamilyINet, Name: m.Table}, Name: allowSetName(n), KeyType: nftables.TypeIPAddr, HasTimeout: true}
-	// Re-adding a present element would fail the batch; delete first
-	// (deleting an absent one fails too, so in a batch of its own).
-	_ = c.SetDeleteElements(set, els)
-	_ = c.Flush()
+	now := time.Now()
+	memo := allowMemoFor(c, set, now)
+	memo.mu.Lock()
+	defer memo.mu.Unlock()
+	var fresh, refresh []nftables.SetElement
+	for _, a := range addrs {
+		if !a.Is4() {
+			continue
+		}
+		b := a.As4()
+		el := nftables.SetElement{Key: b[:], Timeout: ttl}
+		until, known := memo.until[a]
+		switch {
+		case !known:
+			fresh = append(fresh, el)
+		case until.Sub(now) >= ttl/2:
+			continue
+		default:
+			refresh = append(refresh, el)
+		}
+	}
+	if len(refresh) > 0 {
+		// Deleting an absent element fails its batch: a batch of its own.
+		_ = c.SetDeleteElements(set, refresh)
+		_ = c.Flush()
+	}
+	els := append(fresh, refresh...)
+	if len(els) == 0 {
+		return nil
+	}
 	if err := c.SetAddElements(set, els); err != nil {
 		return err
 	}
 	if err := c.Flush(); err != nil {
+		// The memo may be wrong (the set was rebuilt): forget it.
+		memo.until = nil
+		delete(allowMemos, set.Name)
 		return fmt.Errorf("allow %v for network %s: %w", addrs, n.Name, err)
 	}
+	for _, e := range els {
+		a, _ := netip.AddrFromSlice(e.Key)
+		memo.until[a] = now.Add(ttl)
+	}
 	return nil
+}
+
+// allowMemo is what one allow set holds as far as this process knows.
+type allowMemo struct {
+	mu    sync.Mutex
+	until map[netip.Addr]time.Time
+}
+
+var (
+	allowMemosMu sync.Mutex
+	allowMemos   = map[string]*allowMemo{}
+)
+
+// allowMemoFor returns the memo of set, seeding it from the kernel's
+// elements the first time (a DNS server restarted, or a set rebuilt with
+// kept elements): an element found there counts as expiring when the
+// kernel says, so it is refreshed the slow way when due.
+func allowMemoFor(c *nftables.Conn, set *nftables.Set, now time.Time) *allowMemo {
+	allowMemosMu.Lock()
+	defer allowMemosMu.Unlock()
+	if m, ok := allowMemos[set.Name]; ok && m.until != nil {
+		return m
+	}
+	m := &allowMemo{until: map[netip.Addr]time.Time{}}
+	if els, err := c.GetSetElements(set); err == nil {
+		for _, e := range els {
+			if a, ok := netip.AddrFromSlice(e.Key); ok {
+				// Already due: the next answer for it takes the slow path,
+				// which works whatever the element's state.
+				m.until[a] = now.Add(min(e.Expires, time.Second))
+			}
+		}
+	}
+	allowMemos[set.Name] = m
+	return m
 }
 
 // Allowed addresses live at least this long, whatever the TTL: programs
