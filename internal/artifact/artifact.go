@@ -9,10 +9,12 @@
 // pull resume per blob; identical chunks (the zero pages of a RAM file) are
 // one blob.
 //
-// Pack builds the blobs in a spool directory, Push uploads what the store
-// lacks, Pull downloads into a content-addressed blob cache (resuming partial
-// downloads), verifies every digest and reassembles the files, sparse, into a
-// directory that appears atomically or not at all.
+// Pack builds the blobs in a spool directory or straight into the
+// content-addressed blob cache Pull uses (and, given the memo of an earlier
+// pack, skips files that have not changed), Push uploads what the store
+// lacks, Pull downloads into the blob cache (resuming partial downloads),
+// verifies every digest and reassembles the files, sparse, as the blobs
+// arrive, into a directory that appears atomically or not at all.
 package artifact
 
 import (
@@ -86,13 +88,16 @@ type Progress struct {
 }
 
 // progress serialises reports from parallel workers and throttles them.
+// A held progress counts without reporting until released.
 type progress struct {
-	mu    sync.Mutex
-	fn    func(Progress)
-	phase Phase
-	done  int64
-	total int64
-	last  int64
+	mu     sync.Mutex
+	fn     func(Progress)
+	phase  Phase
+	done   int64
+	total  int64
+	last   int64
+	held   bool
+	onDone func()
 }
 
 const progressStep = 1 << 20
@@ -104,17 +109,47 @@ func newProgress(fn func(Progress), phase Phase, total int64) *progress {
 }
 
 func (p *progress) add(file string, n int64) {
-	if p == nil || p.fn == nil {
+	if p == nil {
 		return
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.done += n
-	if p.done-p.last < progressStep && p.done != p.total && p.last >= 0 {
-		return
+	var then func()
+	if p.done >= p.total && p.onDone != nil {
+		then, p.onDone = p.onDone, nil
 	}
-	p.last = p.done
-	p.fn(Progress{Phase: p.phase, File: file, Done: p.done, Total: p.total})
+	if p.fn != nil && !p.held && (p.done-p.last >= progressStep || p.done == p.total || p.last < 0) {
+		p.last = p.done
+		p.fn(Progress{Phase: p.phase, File: file, Done: p.done, Total: p.total})
+	}
+	p.mu.Unlock()
+	if then != nil {
+		then()
+	}
+}
+
+// newHeldProgress is a progress that reports nothing until released.
+func newHeldProgress(fn func(Progress), phase Phase, total int64) *progress {
+	return &progress{fn: fn, phase: phase, total: total, last: -1, held: true}
+}
+
+// release resumes reports, starting with where the count stands.
+func (p *progress) release() {
+	p.mu.Lock()
+	held := p.held
+	p.held, p.last = false, -1
+	p.mu.Unlock()
+	if held {
+		p.add("", 0)
+	}
+}
+
+// whenDone calls fn once the count reaches the total (at once if it has).
+func (p *progress) whenDone(fn func()) {
+	p.mu.Lock()
+	p.onDone = fn
+	p.mu.Unlock()
+	p.add("", 0)
 }
 
 // writer counts bytes written through it as progress of file.

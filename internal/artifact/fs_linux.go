@@ -5,6 +5,7 @@ package artifact
 import (
 	"errors"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -32,4 +33,31 @@ func renameNoReplace(from, to string) error {
 		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
 	}
 	return nil
+}
+
+// statID is what identifies a file's version for the pack memo: which
+// inode it is and everything a write, truncate, chmod or replacement
+// changes. ctime is in it because no utility can set it back, unlike
+// mtime.
+func statID(fi os.FileInfo) (fileID, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, false
+	}
+	return fileID{
+		Dev:   uint64(st.Dev), // uint32 on some architectures
+		Ino:   uint64(st.Ino),
+		Mode:  uint32(st.Mode),
+		Size:  st.Size,
+		Mtime: st.Mtim.Nano(),
+		Ctime: st.Ctim.Nano(),
+	}, true
+}
+
+// startWriteback asks the kernel to begin writing [off, off+n) of f to
+// disk, so the fsync that makes a pulled file durable finds most of it
+// written already. It does not wait for the writes, but may wait for room
+// in a busy disk's queue.
+func startWriteback(f *os.File, off, n int64) {
+	_ = unix.SyncFileRange(int(f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
 }

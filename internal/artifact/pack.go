@@ -2,6 +2,7 @@ package artifact
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"maps"
@@ -49,8 +51,21 @@ type Input struct {
 // PackOptions tune Pack. The zero value is usable.
 type PackOptions struct {
 	// TempDir is where the spool directory of blobs goes (os.TempDir() if
-	// empty). It needs room for the compressed artifact.
+	// empty) when there is no BlobDir. It needs room for the compressed
+	// artifact.
 	TempDir string
+	// BlobDir, if set, is a blob cache laid out as Pull's (sha256/<hex>,
+	// shared the same way with concurrent pulls and packs): blobs are
+	// written there instead of a spool and stay after Close, so a later
+	// Pack can take unchanged files from Memo and a pull on this host finds
+	// them in place.
+	BlobDir string
+	// Memo is Packed.MarshalMemo of an earlier Pack into the same BlobDir:
+	// files on disk that are exactly the versions it records (inode, size,
+	// mode, mtime, ctime) and whose blobs are all still in BlobDir are
+	// taken from it without being read. A memo that does not fit is
+	// ignored.
+	Memo []byte
 	// ChunkSize is the uncompressed size of a chunk (DefaultChunkSize if
 	// 0), between MinChunkSize and MaxChunkSize.
 	ChunkSize int64
@@ -75,7 +90,8 @@ type PackOptions struct {
 }
 
 // Packed is a packed artifact: its manifest and config, ready to push, and
-// its layer blobs in a spool directory. Close removes the spool.
+// its layer blobs in a spool directory or the BlobDir. Close removes a
+// spool.
 type Packed struct {
 	Config       Config
 	ConfigBytes  []byte
@@ -85,17 +101,24 @@ type Packed struct {
 	// Blobs are the distinct layer blobs, in the order the manifest first
 	// uses them.
 	Blobs []registry.Descriptor
+	// Reused names the files taken from PackOptions.Memo unread.
+	Reused []string
 
-	dir      string
+	dir      string            // holds sha256/<hex>
+	spool    bool              // dir is this pack's own, removed by Close
 	blobFile map[string]string // digest → first file using it, for progress
+	memo     packMemo
 }
 
-// Close removes the spooled blobs.
+// Close removes the spooled blobs; blobs in a BlobDir stay.
 func (p *Packed) Close() error {
 	if p.dir == "" {
 		return nil
 	}
-	err := os.RemoveAll(p.dir)
+	var err error
+	if p.spool {
+		err = os.RemoveAll(p.dir)
+	}
 	p.dir = ""
 	return err
 }
@@ -128,8 +151,9 @@ func modeOf(perm os.FileMode) os.FileMode {
 // Pack reads the inputs and builds an artifact of them: files sorted by
 // name, each cut into chunks compressed deterministically, so the same
 // files and options give the same digests. Whole chunks the filesystem
-// reports as holes are not read. The files must not change while Pack
-// reads them; a change of size or mtime is an error.
+// reports as holes are not read, nor files opts.Memo vouches for. The
+// files must not change while Pack reads them; a change of size or mtime
+// is an error.
 func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err error) {
 	if opts.ChunkSize == 0 {
 		opts.ChunkSize = DefaultChunkSize
@@ -174,7 +198,8 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	var total, chunks int64
-	for _, in := range inputs {
+	sizes := make([]int64, len(inputs))
+	for i, in := range inputs {
 		fi, err := os.Stat(in.Path)
 		if err != nil {
 			return nil, fmt.Errorf("pack: %w", err)
@@ -182,6 +207,7 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		if !fi.Mode().IsRegular() {
 			return nil, fmt.Errorf("pack: %s is not a regular file", in.Path)
 		}
+		sizes[i] = fi.Size()
 		total += fi.Size()
 		chunks += (fi.Size() + opts.ChunkSize - 1) / opts.ChunkSize
 	}
@@ -189,31 +215,52 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		return nil, fmt.Errorf("pack: %d chunks, more than %d: use a larger chunk size", chunks, MaxChunks)
 	}
 
-	dir, err := os.MkdirTemp(opts.TempDir, "mvm-pack-")
-	if err != nil {
-		return nil, fmt.Errorf("pack: spool: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			os.RemoveAll(dir)
-		}
-	}()
-	if err := os.Mkdir(filepath.Join(dir, "sha256"), 0o700); err != nil {
-		return nil, fmt.Errorf("pack: spool: %w", err)
-	}
-
 	pk := &packer{
-		dir:   dir,
 		opts:  &opts,
 		prog:  newProgress(opts.Progress, PhasePack, total),
+		seed:  maphash.MakeSeed(),
 		zero:  map[int64]layer{},
 		files: make([]packedFile, len(inputs)),
 	}
+	var root string
+	if opts.BlobDir != "" {
+		root, pk.shared = opts.BlobDir, true
+		pk.blobs, pk.tmp = filepath.Join(root, "sha256"), filepath.Join(root, "tmp")
+		for _, d := range []string{pk.blobs, pk.tmp} {
+			if err := os.MkdirAll(d, 0o700); err != nil {
+				return nil, fmt.Errorf("pack: blob cache: %w", err)
+			}
+		}
+		cleanTemps(pk.tmp)
+		pk.prior = loadMemo(opts.Memo, &opts)
+	} else {
+		if root, err = os.MkdirTemp(opts.TempDir, "mvm-pack-"); err != nil {
+			return nil, fmt.Errorf("pack: spool: %w", err)
+		}
+		defer func() {
+			if err != nil {
+				os.RemoveAll(root)
+			}
+		}()
+		pk.blobs, pk.tmp = filepath.Join(root, "sha256"), root
+		if err := os.Mkdir(pk.blobs, 0o700); err != nil {
+			return nil, fmt.Errorf("pack: spool: %w", err)
+		}
+	}
+
+	// Largest files first, so a big one does not start last and keep
+	// everyone waiting while the other workers idle.
 	idx := make([]int, len(inputs))
 	for i := range idx {
 		idx[i] = i
 	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
 	err = forEach(ctx, concurrency(opts.Concurrency, cpus()), idx, func(ctx context.Context, i int) error {
+		if pf, ok := pk.reuse(inputs[i]); ok {
+			pk.files[i] = pf
+			pk.prog.add(inputs[i].Name, pf.file.Size)
+			return nil
+		}
 		pf, err := pk.packFile(ctx, inputs[i])
 		if err != nil {
 			return fmt.Errorf("pack %s: %w", inputs[i].Path, err)
@@ -227,8 +274,10 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 
 	p := &Packed{
 		Config:   Config{Version: ConfigVersion, Template: template},
-		dir:      dir,
+		dir:      root,
+		spool:    !pk.shared,
 		blobFile: map[string]string{},
+		memo:     packMemo{Version: memoVersion, Encoder: encoderID(), ChunkSize: opts.ChunkSize, CompressMin: opts.CompressMin, Files: []memoFile{}},
 	}
 	m := Manifest{
 		SchemaVersion: 2,
@@ -247,6 +296,12 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		m.Annotations = nil
 	}
 	for _, pf := range pk.files {
+		if pf.reused {
+			p.Reused = append(p.Reused, pf.file.Name)
+		}
+		if pf.memo != nil {
+			p.memo.Files = append(p.memo.Files, *pf.memo)
+		}
 		p.Config.Files = append(p.Config.Files, pf.file)
 		for j := range pf.file.Chunks {
 			l := pf.layers[j]
@@ -285,7 +340,7 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	p.ManifestDesc = registry.Descriptor{MediaType: registry.ManifestMediaType, Digest: digestOf(p.Manifest), Size: int64(len(p.Manifest))}
-	slog.Debug("artifact packed", "files", len(p.Config.Files), "layers", len(m.Layers), "blobs", len(p.Blobs), "manifest", p.ManifestDesc.Digest)
+	slog.Debug("artifact packed", "files", len(p.Config.Files), "reused", len(p.Reused), "layers", len(m.Layers), "blobs", len(p.Blobs), "manifest", p.ManifestDesc.Digest)
 	return p, nil
 }
 
@@ -295,15 +350,21 @@ type layer = Descriptor
 type packedFile struct {
 	file   File
 	layers []layer
+	memo   *memoFile // nil: not to be remembered
+	reused bool      // taken from the memo
 }
 
 type packer struct {
-	dir   string
-	opts  *PackOptions
-	prog  *progress
-	mu    sync.Mutex
-	zero  map[int64]layer // all-zero chunk of a size → its blob
-	files []packedFile
+	blobs  string // finished blobs: <hex>
+	tmp    string // blobs being written, before they have a name
+	shared bool   // blobs is a cache that pulls and other packs use too
+	opts   *PackOptions
+	prog   *progress
+	prior  map[string]memoFile // the memo given, by file name
+	seed   maphash.Seed
+	mu     sync.Mutex
+	zero   map[int64]layer // all-zero chunk of a size → its blob
+	files  []packedFile
 }
 
 func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
@@ -312,6 +373,7 @@ func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
 		return packedFile{}, err
 	}
 	defer f.Close()
+	lookedAt := time.Now()
 	before, err := f.Stat()
 	if err != nil {
 		return packedFile{}, err
@@ -343,9 +405,9 @@ func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
 			if err := writeZeros(whole, n); err != nil {
 				return packedFile{}, err
 			}
-			l, err = pk.zeroLayer(enc, n)
+			l, err = pk.zeroLayer(ctx, enc, n)
 		} else {
-			l, err = pk.packChunk(enc, f, off, n, compress, whole)
+			l, err = pk.packChunk(ctx, enc, f, off, n, compress, whole)
 		}
 		if err != nil {
 			return packedFile{}, fmt.Errorf("chunk %d: %w", i, err)
@@ -362,18 +424,21 @@ func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
 		return packedFile{}, errors.New("file changed while being packed")
 	}
 	pf.file.SHA256 = hex.EncodeToString(whole.Sum(nil))
+	if pk.shared {
+		pf.memo = memoEntry(in, before, after, lookedAt, &pf)
+	}
 	return pf, nil
 }
 
 // zeroLayer is the blob of n zero bytes, made once per size: packChunk on
 // zeros, so the result is the very blob a file of real zeros gives.
-func (pk *packer) zeroLayer(enc *zstd.Encoder, n int64) (layer, error) {
+func (pk *packer) zeroLayer(ctx context.Context, enc *zstd.Encoder, n int64) (layer, error) {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	if l, ok := pk.zero[n]; ok {
 		return l, nil
 	}
-	l, err := pk.packChunk(enc, zeroReaderAt{}, 0, n, true, io.Discard)
+	l, err := pk.packChunk(ctx, enc, zeroReaderAt{}, 0, n, true, io.Discard)
 	if err != nil {
 		return layer{}, err
 	}
@@ -391,8 +456,8 @@ func (zeroReaderAt) ReadAt(p []byte, _ int64) (int, error) {
 // packChunk spools [off, off+n) of src as one blob, feeding the bytes to
 // whole on the way. Compressed, unless that saves less than 1/32; then the
 // chunk is read again and stored raw, checked against the first read.
-func (pk *packer) packChunk(enc *zstd.Encoder, src io.ReaderAt, off, n int64, compress bool, whole io.Writer) (layer, error) {
-	tmp, err := os.CreateTemp(pk.dir, "chunk-")
+func (pk *packer) packChunk(ctx context.Context, enc *zstd.Encoder, src io.ReaderAt, off, n int64, compress bool, whole io.Writer) (layer, error) {
+	tmp, err := os.CreateTemp(pk.tmp, "chunk-")
 	if err != nil {
 		return layer{}, err
 	}
@@ -400,18 +465,22 @@ func (pk *packer) packChunk(enc *zstd.Encoder, src io.ReaderAt, off, n int64, co
 		tmp.Close()
 		os.Remove(tmp.Name()) // gone already once committed
 	}()
-	raw := sha256.New()
 	if !compress {
+		raw := sha256.New()
 		if err := copyChunk(tmp, src, off, n, raw, whole); err != nil {
 			return layer{}, err
 		}
-		return pk.commit(tmp, registry.LayerMediaType, raw, n)
+		return pk.commit(ctx, tmp, registry.LayerMediaType, raw, n)
 	}
 
+	// The first read is only checked against a second one, within this
+	// process: maphash is enough for that and far cheaper than SHA-256.
+	var check maphash.Hash
+	check.SetSeed(pk.seed)
 	stored := sha256.New()
 	cw := &countWriter{}
 	enc.Reset(io.MultiWriter(tmp, stored, cw))
-	r := io.TeeReader(io.NewSectionReader(src, off, n), io.MultiWriter(raw, whole))
+	r := io.TeeReader(io.NewSectionReader(src, off, n), io.MultiWriter(&check, whole))
 	got, err := io.Copy(enc, r)
 	if err != nil {
 		return layer{}, err
@@ -423,24 +492,25 @@ func (pk *packer) packChunk(enc *zstd.Encoder, src io.ReaderAt, off, n int64, co
 		return layer{}, err
 	}
 	if cw.n < n-n/32 {
-		return pk.commit(tmp, registry.LayerZstdMediaType, stored, cw.n)
+		return pk.commit(ctx, tmp, registry.LayerZstdMediaType, stored, cw.n)
 	}
 
-	first := raw.Sum(nil)
+	first := check.Sum64()
 	if err := tmp.Truncate(0); err != nil {
 		return layer{}, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return layer{}, err
 	}
-	raw.Reset()
-	if err := copyChunk(tmp, src, off, n, raw, io.Discard); err != nil {
+	check.Reset()
+	raw := sha256.New()
+	if err := copyChunk(tmp, src, off, n, raw, &check); err != nil {
 		return layer{}, err
 	}
-	if !bytes.Equal(raw.Sum(nil), first) {
+	if check.Sum64() != first {
 		return layer{}, errors.New("file changed while being packed")
 	}
-	return pk.commit(tmp, registry.LayerMediaType, raw, n)
+	return pk.commit(ctx, tmp, registry.LayerMediaType, raw, n)
 }
 
 func copyChunk(dst io.Writer, src io.ReaderAt, off, n int64, hashes ...io.Writer) error {
@@ -455,14 +525,26 @@ func copyChunk(dst io.Writer, src io.ReaderAt, off, n int64, hashes ...io.Writer
 	return nil
 }
 
-// commit moves a finished temp blob to its content address. Two workers
-// committing the same content race harmlessly: the bytes are the same.
-func (pk *packer) commit(tmp *os.File, mediaType string, h hash.Hash, size int64) (layer, error) {
+// commit moves a finished temp blob to its content address. In a spool,
+// two workers committing the same content race harmlessly: the bytes are
+// the same. In a shared cache the blob's lock is taken as Pull takes it,
+// so a pull never removes or resumes a blob under a pack's feet. The new
+// bytes replace any copy already there: they are known to be right, an
+// old copy of the right size merely presumed so.
+func (pk *packer) commit(ctx context.Context, tmp *os.File, mediaType string, h hash.Hash, size int64) (layer, error) {
 	sum := hex.EncodeToString(h.Sum(nil))
 	if err := tmp.Close(); err != nil {
 		return layer{}, err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(pk.dir, "sha256", sum)); err != nil {
+	final := filepath.Join(pk.blobs, sum)
+	if pk.shared {
+		unlock, err := lockFile(ctx, final+".lock")
+		if err != nil {
+			return layer{}, fmt.Errorf("lock blob sha256:%s: %w", sum, err)
+		}
+		defer unlock()
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
 		return layer{}, err
 	}
 	return layer{MediaType: mediaType, Digest: "sha256:" + sum, Size: size}, nil

@@ -2,10 +2,17 @@ package artifact
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
 
 	"github.com/mvm-dev/mvm/internal/registry"
 )
@@ -35,8 +42,15 @@ func Push(ctx context.Context, s registry.Store, tag string, p *Packed, opts Pus
 	prog := newProgress(opts.Progress, PhaseUpload, total)
 	var sent, skipped int
 	counted := make(chan bool, len(p.Blobs))
-	err := forEach(ctx, concurrency(opts.Concurrency, 4), p.Blobs, func(ctx context.Context, d registry.Descriptor) error {
+	// Largest first: the transfer ends when the last big blob does, so
+	// none of them should start late.
+	blobs := slices.Clone(p.Blobs)
+	slices.SortStableFunc(blobs, func(a, b registry.Descriptor) int { return cmp.Compare(b.Size, a.Size) })
+	err := forEach(ctx, concurrency(opts.Concurrency, 4), blobs, func(ctx context.Context, d registry.Descriptor) error {
 		up, err := pushBlob(ctx, s, d, prog, p.blobFile[d.Digest], func() (io.ReadCloser, error) { return p.OpenBlob(d.Digest) })
+		if errors.Is(err, ErrDigest) && p.evict(ctx, d.Digest) {
+			err = fmt.Errorf("%w (removed from the blob cache: push again to pack it afresh)", err)
+		}
 		counted <- up
 		return err
 	})
@@ -68,7 +82,9 @@ func Push(ctx context.Context, s registry.Store, tag string, p *Packed, opts Pus
 }
 
 // pushBlob uploads one blob unless the store has it, and says whether it
-// uploaded.
+// uploaded. The bytes are hashed on the way: the store refuses a mismatch
+// anyway, but only this side can tell that its copy (a cached blob a memo
+// pointed at) is the bad one, with ErrDigest.
 func pushBlob(ctx context.Context, s registry.Store, d registry.Descriptor, prog *progress, file string, open func() (io.ReadCloser, error)) (bool, error) {
 	has, err := s.HasBlob(ctx, d.Digest)
 	if err != nil {
@@ -83,9 +99,35 @@ func pushBlob(ctx context.Context, s registry.Store, d registry.Descriptor, prog
 		return false, fmt.Errorf("blob %s: %w", d.Digest, err)
 	}
 	defer r.Close()
-	body := io.TeeReader(io.LimitReader(r, d.Size), prog.writer(file))
-	if err := s.PutBlob(ctx, d, body); err != nil {
+	sum := sha256.New()
+	cw := &countWriter{}
+	body := io.TeeReader(io.LimitReader(r, d.Size), io.MultiWriter(sum, cw, prog.writer(file)))
+	err = s.PutBlob(ctx, d, body)
+	if cw.n == d.Size {
+		if got := "sha256:" + hex.EncodeToString(sum.Sum(nil)); got != d.Digest {
+			return false, fmt.Errorf("%w: local blob %s has digest %s", ErrDigest, d.Digest, got)
+		}
+	}
+	if err != nil {
 		return false, fmt.Errorf("blob %s: %w", d.Digest, err)
 	}
 	return true, nil
+}
+
+// evict removes from the blob cache a blob whose bytes turned out wrong,
+// so the next Pack makes it afresh instead of trusting it again, and says
+// whether it did.
+func (p *Packed) evict(ctx context.Context, digest string) bool {
+	h, err := digestHex(digest)
+	if err != nil || p.spool || p.dir == "" {
+		return false
+	}
+	final := filepath.Join(p.dir, "sha256", h)
+	unlock, err := lockFile(ctx, final+".lock")
+	if err != nil {
+		return false
+	}
+	defer unlock()
+	slog.Warn("artifact: removing a corrupt blob from the cache", "blob", digest)
+	return os.Remove(final) == nil
 }

@@ -20,8 +20,9 @@ var zeros = make([]byte, 1<<20)
 // truncates the file to its size at the end, which also makes a trailing
 // run of zeros a hole.
 type sparseWriter struct {
-	f   *os.File
-	off int64
+	f    *os.File
+	off  int64
+	data bool // some block was not all zeros
 }
 
 func (w *sparseWriter) Write(p []byte) (int, error) {
@@ -39,6 +40,7 @@ func (w *sparseWriter) Write(p []byte) (int, error) {
 		if _, err := w.f.WriteAt(p[:j], w.off); err != nil {
 			return n - len(p), err
 		}
+		w.data = true
 		w.off += int64(j)
 		p = p[j:]
 	}

@@ -111,8 +111,11 @@ func newTemplatePullCommand(g *globals) *cobra.Command {
 		Long: `Fetch a template from REF into a local template (named as it was pushed,
 or NAME). Its signature is checked against your trusted keys ('mvmctl key
 trust') before anything is downloaded; a store that [trust] in config.toml
-names must serve a valid one. Every blob and file is checked against its
-digest before it lands; an interrupted pull resumes where it stopped.`,
+names must serve a valid one. Every blob is checked against its digest
+before its bytes are used, so each file is made only of signed bytes;
+--verify-files also reads each rebuilt file back against its signed
+SHA-256 ('mvmctl template verify NAME' does the same later). An
+interrupted pull resumes where it stopped.`,
 		Example: `  mvmctl template pull registry.example.com/team/web:v1
   mvmctl template pull s3://templates/team/web:v1 web-v1 && mvmctl up --template web-v1`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -159,6 +162,7 @@ digest before it lands; an interrupted pull resumes where it stopped.`,
 	}
 	sf.register(cmd)
 	cmd.Flags().BoolVar(&o.Replace, "replace", false, "replace a local template of the same name (refused while VMs use it)")
+	cmd.Flags().BoolVar(&o.VerifyFiles, "verify-files", false, "also hash every rebuilt file against its signed SHA-256 (slower)")
 	return cmd
 }
 

@@ -143,11 +143,15 @@ func checkOffset(d Descriptor, offset int64) error {
 // before the body (the body itself is guarded by stallGuard, so a large
 // blob may take as long as it needs while it keeps moving).
 func transport(o Options) (*http.Transport, error) {
-	roots, err := x509.SystemCertPool()
-	if err != nil {
-		roots = x509.NewCertPool()
-	}
+	// Without a CA file the roots stay nil: crypto/tls then loads the
+	// system's on the first handshake, so a plain-HTTP loopback registry
+	// never pays the ~15 ms of parsing them.
+	var roots *x509.CertPool
 	if o.CAFile != "" {
+		var err error
+		if roots, err = x509.SystemCertPool(); err != nil {
+			roots = x509.NewCertPool()
+		}
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("CA file: %w", err)

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +26,10 @@ import (
 // originDir keeps, inside a pulled template, the manifest, config and
 // signatures it arrived with, so `template verify NAME` can check it later.
 const originDir = ".origin"
+
+// packMemoFile, in a template's directory, remembers what its files packed
+// to, so pushing an unchanged template again does not pack it again.
+const packMemoFile = ".pack-memo.json"
 
 // Signature manifests: an empty config and one envelope layer.
 const (
@@ -40,8 +46,11 @@ type TemplateShareOptions struct {
 	Key    string
 	NoSign bool
 	// Replace lets pull overwrite a local template of the same name.
-	Replace  bool
-	Progress func(artifact.Progress)
+	Replace bool
+	// VerifyFiles makes pull also hash every file it rebuilt against the
+	// signed config (every blob is checked regardless).
+	VerifyFiles bool
+	Progress    func(artifact.Progress)
 }
 
 // TemplatePushResult says what a push did.
@@ -54,10 +63,9 @@ type TemplatePushResult struct {
 
 func (m *Manager) keyring() *sign.Keyring { return sign.NewKeyring(m.Dirs.Config) }
 
-func (m *Manager) tmpDir() (string, error) {
-	d := filepath.Join(m.Dirs.Cache, "tmp")
-	return d, os.MkdirAll(d, 0o700)
-}
+// blobDir is the content-addressed blob cache pushes pack into and pulls
+// download into, so either finds what the other left.
+func (m *Manager) blobDir() string { return filepath.Join(m.Dirs.Cache, "blobs") }
 
 // TemplatePush packs a built template and sends it to ref (an OCI
 // repository or an s3:// prefix, with an optional :tag), signed with the
@@ -110,15 +118,26 @@ func (m *Manager) TemplatePush(ctx context.Context, name, ref string, o Template
 	for _, f := range files {
 		inputs = append(inputs, artifact.Input{Name: f[0], Path: f[1]})
 	}
-	tmp, err := m.tmpDir()
-	if err != nil {
-		return nil, err
+	// The memo is only a hint (Pack checks every file and blob it names),
+	// so a missing or unreadable one just means packing everything.
+	memoPath := filepath.Join(t.Dir, packMemoFile)
+	memo, err := os.ReadFile(memoPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		slog.Debug("template push: pack memo unreadable", "file", memoPath, "err", err)
 	}
-	packed, err := artifact.Pack(ctx, inputs, artifact.PackOptions{TempDir: tmp, Template: mb, Name: t.Name, Progress: o.Progress})
+	packed, err := artifact.Pack(ctx, inputs, artifact.PackOptions{
+		BlobDir: m.blobDir(), Memo: memo,
+		Template: mb, Name: t.Name, Progress: o.Progress,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("pack template %s: %w", name, err)
 	}
 	defer packed.Close()
+	if len(packed.Reused) < len(inputs) {
+		if err := writePackMemo(memoPath, packed); err != nil {
+			slog.Warn("template push: could not save the pack memo; the next push packs again", "file", memoPath, "err", err)
+		}
+	}
 	st, err := registry.Open(addr, o.Store)
 	if err != nil {
 		return nil, err
@@ -146,6 +165,28 @@ func (m *Manager) TemplatePush(ctx context.Context, name, ref string, o Template
 		return nil, err
 	}
 	return res, nil
+}
+
+// writePackMemo replaces a template's pack memo atomically: a torn memo
+// would only be ignored, but a whole one saves the next push its packing.
+func writePackMemo(path string, p *artifact.Packed) error {
+	b, err := p.MarshalMemo()
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), packMemoFile+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name()) // gone already once renamed
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // putSignature stores an envelope as a manifest whose subject is the signed
@@ -238,6 +279,11 @@ func (m *Manager) checkTrust(ctx context.Context, st registry.Store, digest stri
 	if err != nil {
 		return "", nil, err
 	}
+	return m.checkEnvelopes(envs, digest, required)
+}
+
+// checkEnvelopes is checkTrust on envelopes already fetched.
+func (m *Manager) checkEnvelopes(envs [][]byte, digest string, required bool) (string, error, error) {
 	trusted, err := m.keyring().TrustedSet()
 	if err != nil {
 		return "", nil, err
@@ -282,9 +328,13 @@ func (m *Manager) TemplatePull(ctx context.Context, ref, name string, o Template
 	defer os.RemoveAll(dst)
 	var manifest []byte
 	pulled, err := artifact.Pull(ctx, st, tag, dst, artifact.PullOptions{
-		BlobDir: filepath.Join(m.Dirs.Cache, "blobs"),
+		BlobDir: m.blobDir(),
 		Verify: func(digest string, man []byte) error {
-			id, warn, err := m.checkTrust(ctx, st, digest, required)
+			envs, err := fetchSignatures(ctx, st, digest)
+			if err != nil {
+				return fmt.Errorf("template %s refused: %w", ref, err)
+			}
+			id, warn, err := m.checkEnvelopes(envs, digest, required)
 			if err != nil {
 				return fmt.Errorf("template %s refused: %w", ref, err)
 			}
@@ -292,11 +342,12 @@ func (m *Manager) TemplatePull(ctx context.Context, ref, name string, o Template
 			if warn != nil {
 				res.Warning = warn.Error()
 			}
-			sigs, _ = fetchSignatures(ctx, st, digest)
+			sigs = envs
 			manifest = append([]byte(nil), man...)
 			return nil
 		},
-		Progress: o.Progress,
+		VerifyFiles: o.VerifyFiles,
+		Progress:    o.Progress,
 	})
 	if err != nil {
 		return nil, err
@@ -324,11 +375,7 @@ func (m *Manager) TemplatePull(ctx context.Context, ref, name string, o Template
 	}
 	t.Source, t.Digest, t.SignedBy = st.String()+":"+tag, res.Digest, res.SignedBy
 	t.Created = t.Created.UTC()
-	cfgRaw, err := fetchConfig(ctx, st, manifest)
-	if err != nil {
-		return nil, err
-	}
-	if err := saveOrigin(dst, manifest, cfgRaw, sigs); err != nil {
+	if err := saveOrigin(dst, manifest, pulled.ConfigBytes, sigs); err != nil {
 		return nil, err
 	}
 	t, err = m.TemplateImport(ctx, t, dst, o.Replace)
@@ -337,30 +384,6 @@ func (m *Manager) TemplatePull(ctx context.Context, ref, name string, o Template
 	}
 	res.Template = t
 	return res, nil
-}
-
-// fetchConfig reads the config blob a verified manifest names, as bytes.
-func fetchConfig(ctx context.Context, st registry.Store, manifest []byte) ([]byte, error) {
-	mf, err := artifact.DecodeManifest(manifest)
-	if err != nil {
-		return nil, err
-	}
-	if mf.Config.Size < 0 || mf.Config.Size > 1<<20 {
-		return nil, fmt.Errorf("config blob of %d bytes refused", mf.Config.Size)
-	}
-	rc, err := st.GetBlob(ctx, mf.Config.Blob(), 0)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, mf.Config.Size+1))
-	if err != nil {
-		return nil, err
-	}
-	if digestOf(b) != mf.Config.Digest {
-		return nil, fmt.Errorf("config blob does not match its digest %s", mf.Config.Digest)
-	}
-	return b, nil
 }
 
 // saveOrigin keeps what a template arrived as.
