@@ -227,7 +227,7 @@ func TestRoundTrip(t *testing.T) {
 		chunkSize int64
 		minChunks int // chunks of snapshot/mem
 	}{
-		{"default chunks", 0, 4},
+		{"default chunks", 0, bigMem / DefaultChunkSize},
 		{"1MiB chunks", 1 << 20, 256},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,13 +3,19 @@ package artifact
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
 )
 
 // ConfigVersion is the version of Config this package writes and reads.
-const ConfigVersion = 1
+// Version 2 added Chunk.Data: a chunk's blob holds only its data extents.
+const ConfigVersion = 2
+
+// MaxExtents bounds the data extents of one chunk (Pack makes at most one
+// per ExtentGap+ExtentBlock of a chunk).
+const MaxExtents = 8192
 
 // Config is the artifact's config blob (registry.ConfigMediaType): what the
 // files are and how their chunks map onto layers. It is the source of truth
@@ -43,6 +49,49 @@ type Chunk struct {
 	// Digest is the layer blob's digest (of the stored, maybe compressed,
 	// bytes).
 	Digest string `json:"digest"`
+	// Data are the chunk's data extents, [offset in the chunk, length],
+	// ascending and apart: the blob holds their bytes back to back, and
+	// every byte of the chunk outside them is zero. So a mostly empty
+	// disk image neither compresses nor decompresses its zeros, and a
+	// pull leaves them as holes without looking at them. An all-zero
+	// chunk has none.
+	Data [][2]int64 `json:"data"`
+}
+
+// DataSize is how many bytes the chunk's blob unpacks to.
+func (c *Chunk) DataSize() int64 {
+	var n int64
+	for _, e := range c.Data {
+		n += e[1]
+	}
+	return n
+}
+
+// whole says whether the chunk's blob is the chunk itself.
+func (c *Chunk) whole() bool {
+	return len(c.Data) == 1 && c.Data[0] == [2]int64{0, c.Size}
+}
+
+func (c *Chunk) validateData() error {
+	if c.Data == nil {
+		return errors.New("no data extents")
+	}
+	if len(c.Data) > MaxExtents {
+		return fmt.Errorf("more than %d data extents", MaxExtents)
+	}
+	end := int64(-1)
+	for i, e := range c.Data {
+		switch {
+		case e[1] <= 0:
+			return fmt.Errorf("data extent %d is empty", i)
+		case e[0] <= end:
+			return fmt.Errorf("data extent %d at %d does not follow the last one apart", i, e[0])
+		case e[0] > c.Size || e[1] > c.Size-e[0]:
+			return fmt.Errorf("data extent %d runs past the chunk's end", i)
+		}
+		end = e[0] + e[1]
+	}
+	return nil
 }
 
 // allowedModes are the only modes a file may carry: nothing executable,
@@ -128,6 +177,9 @@ func (f *File) validate() error {
 		}
 		if _, err := digestHex(c.Digest); err != nil {
 			return fmt.Errorf("file %s: chunk %d: %w", f.Name, i, err)
+		}
+		if err := c.validateData(); err != nil {
+			return fmt.Errorf("%w: file %s: chunk %d: %w", ErrInvalid, f.Name, i, err)
 		}
 		off += c.Size
 	}

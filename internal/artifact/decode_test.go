@@ -20,8 +20,8 @@ func goodConfig() Config {
 		Template: json.RawMessage(`{"name":"web"}`),
 		Files: []File{
 			{Name: "image/vmlinuz", Size: 10, Mode: 0o644, SHA256: strings.Repeat("a", 64), Chunks: []Chunk{
-				{Index: 0, Offset: 0, Size: 6, Digest: digestN(1)},
-				{Index: 1, Offset: 6, Size: 4, Digest: digestN(2)},
+				{Index: 0, Offset: 0, Size: 6, Digest: digestN(1), Data: [][2]int64{{0, 6}}},
+				{Index: 1, Offset: 6, Size: 4, Digest: digestN(2), Data: [][2]int64{{0, 1}, {3, 1}}},
 			}},
 			{Name: "snapshot/empty", Size: 0, Mode: 0o600, SHA256: strings.Repeat("e", 64), Chunks: []Chunk{}},
 		},
@@ -46,7 +46,7 @@ func goodManifest(t testing.TB, c *Config) []byte {
 		f := &c.Files[i]
 		for j := range f.Chunks {
 			ch := &f.Chunks[j]
-			m.Layers = append(m.Layers, Descriptor{MediaType: registry.LayerMediaType, Digest: ch.Digest, Size: ch.Size, Annotations: layerAnnotations(f, ch, false)})
+			m.Layers = append(m.Layers, Descriptor{MediaType: registry.LayerMediaType, Digest: ch.Digest, Size: ch.DataSize(), Annotations: layerAnnotations(f, ch, false)})
 		}
 	}
 	b, err := json.Marshal(&m)
@@ -65,7 +65,25 @@ func TestDecodeConfig(t *testing.T) {
 	}{
 		{name: "valid", ok: true},
 		{name: "no template", edit: func(c *Config) { c.Template = nil }, ok: true},
-		{name: "version", edit: func(c *Config) { c.Version = 2 }},
+		{name: "version", edit: func(c *Config) { c.Version = 3 }},
+		{name: "version 1 (no extents)", edit: func(c *Config) { c.Version = 1 }},
+		{name: "all-zero chunk", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{} }, ok: true},
+		{name: "no extents", edit: func(c *Config) { c.Files[0].Chunks[1].Data = nil }},
+		{name: "empty extent", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{0, 0}} }},
+		{name: "negative extent", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{-1, 2}} }},
+		{name: "extents touch", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{0, 1}, {1, 1}} }},
+		{name: "extents overlap", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{0, 2}, {1, 2}} }},
+		{name: "extents out of order", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{3, 1}, {0, 1}} }},
+		{name: "extent past chunk", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{3, 2}} }},
+		{name: "extent overflow", edit: func(c *Config) { c.Files[0].Chunks[1].Data = [][2]int64{{3, 1<<63 - 1}} }},
+		{name: "too many extents", edit: func(c *Config) {
+			c.Files[0].Size = 6 + 2*(MaxExtents+1)
+			c.Files[0].Chunks[1].Size = 2 * (MaxExtents + 1)
+			c.Files[0].Chunks[1].Data = nil
+			for i := range MaxExtents + 1 {
+				c.Files[0].Chunks[1].Data = append(c.Files[0].Chunks[1].Data, [2]int64{int64(2 * i), 1})
+			}
+		}},
 		{name: "no files", edit: func(c *Config) { c.Files = nil }},
 		{name: "dot dot", edit: func(c *Config) { c.Files[0].Name = "../vmlinuz" }},
 		{name: "inner dot dot", edit: func(c *Config) { c.Files[0].Name = "image/../../x" }},
@@ -111,10 +129,10 @@ func TestDecodeConfig(t *testing.T) {
 			}
 		}},
 		{name: "unknown field", raw: func(b []byte) []byte {
-			return bytes.Replace(b, []byte(`{"version":1`), []byte(`{"version":1,"extra":true`), 1)
+			return bytes.Replace(b, []byte(`{"version":2`), []byte(`{"version":2,"extra":true`), 1)
 		}},
 		{name: "duplicate key", raw: func(b []byte) []byte {
-			return bytes.Replace(b, []byte(`{"version":1`), []byte(`{"version":1,"version":1`), 1)
+			return bytes.Replace(b, []byte(`{"version":2`), []byte(`{"version":2,"version":2`), 1)
 		}},
 		{name: "case-folded key", raw: func(b []byte) []byte { return bytes.Replace(b, []byte(`"version"`), []byte(`"VERSION"`), 1) }},
 		{name: "whitespace", raw: func(b []byte) []byte { return append([]byte(" "), b...) }},
@@ -232,7 +250,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	b, _ := json.Marshal(&c)
 	f.Add(b)
 	f.Add([]byte(`{"version":1,"files":[]}`))
-	f.Add([]byte(`{"version":1,"files":[{"name":"a","size":1,"mode":420,"sha256":"","chunks":[{"index":0,"offset":0,"size":1,"digest":""}]}]}`))
+	f.Add([]byte(`{"version":2,"files":[{"name":"a","size":1,"mode":420,"sha256":"","chunks":[{"index":0,"offset":0,"size":1,"digest":"","data":[[0,1]]}]}]}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := DecodeConfig(b)

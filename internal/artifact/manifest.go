@@ -120,8 +120,9 @@ func validateAnnotations(a map[string]string) error {
 }
 
 // layerTitle names a chunk's layer for tools like oras, which write a layer
-// to the file its title names: the chunks of a file sort in order and,
-// compressed or not, concatenate back into the file (zstd frames do).
+// to the file its title names: the chunks of a file sort in order, and
+// each holds (zstd-compressed or not) its data extents back to back,
+// placed by the config's Chunk.Data.
 func layerTitle(name string, index int, zstd bool) string {
 	t := name + "." + fmt.Sprintf("%04d", index)
 	if zstd {
@@ -144,6 +145,10 @@ func layerAnnotations(f *File, c *Chunk, zstd bool) map[string]string {
 // annotations and plausible sizes: a stored chunk is its raw bytes
 // (LayerMediaType, same size) or a zstd stream Pack kept only because it
 // was smaller. It returns, for each chunk, its layer.
+// maxEmptyFrame bounds the zstd frame of no bytes (header and an empty
+// last block, with its checksum: about a dozen bytes).
+const maxEmptyFrame = 64
+
 func checkLayers(m *Manifest, c *Config) ([][]Descriptor, error) {
 	total := 0
 	for _, f := range c.Files {
@@ -168,8 +173,11 @@ func checkLayers(m *Manifest, c *Config) ([][]Descriptor, error) {
 				return nil, bad("digest differs from the config's")
 			}
 			zstd := l.MediaType == registry.LayerZstdMediaType
-			if zstd && l.Size >= ch.Size || !zstd && l.Size != ch.Size {
-				return nil, bad(fmt.Sprintf("stored size %d implausible for %d bytes", l.Size, ch.Size))
+			// A blob holds the chunk's data extents: raw, exactly; zstd, in
+			// fewer bytes (or, for no data at all, one small empty frame).
+			dn := ch.DataSize()
+			if zstd && l.Size >= max(dn, maxEmptyFrame+1) || !zstd && l.Size != dn {
+				return nil, bad(fmt.Sprintf("stored size %d implausible for %d bytes of data", l.Size, dn))
 			}
 			want := layerAnnotations(f, ch, zstd)
 			if len(l.Annotations) != len(want) {

@@ -30,8 +30,11 @@ import (
 const (
 	// DefaultChunkSize keeps a layer (at most this, compressed or not) far
 	// below per-layer limits of registries and proxies in front of them,
-	// and bounds what a broken download loses.
-	DefaultChunkSize = 64 << 20
+	// bounds what a broken download loses, and cuts a snapshot's RAM file
+	// into enough pieces for every CPU to unpack one at once. (All-zero
+	// chunks cost nothing: they share one empty blob.) Pack doubles it for
+	// inputs that would otherwise need more than MaxChunks/2 chunks.
+	DefaultChunkSize = 16 << 20
 	// DefaultCompressMin: files up to this size (JSON, small state) are
 	// stored raw; compressing them saves little and makes them unreadable
 	// to a human browsing the registry.
@@ -155,10 +158,7 @@ func modeOf(perm os.FileMode) os.FileMode {
 // files must not change while Pack reads them; a change of size or mtime
 // is an error.
 func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err error) {
-	if opts.ChunkSize == 0 {
-		opts.ChunkSize = DefaultChunkSize
-	}
-	if opts.ChunkSize < MinChunkSize || opts.ChunkSize > MaxChunkSize {
+	if opts.ChunkSize < 0 || opts.ChunkSize > 0 && opts.ChunkSize < MinChunkSize || opts.ChunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("pack: chunk size %d outside [%d, %d]", opts.ChunkSize, MinChunkSize, MaxChunkSize)
 	}
 	if opts.CompressMin == 0 {
@@ -197,7 +197,7 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 	if err := validateNames(names); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	var total, chunks int64
+	var total int64
 	sizes := make([]int64, len(inputs))
 	for i, in := range inputs {
 		fi, err := os.Stat(in.Path)
@@ -209,9 +209,11 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		}
 		sizes[i] = fi.Size()
 		total += fi.Size()
-		chunks += (fi.Size() + opts.ChunkSize - 1) / opts.ChunkSize
 	}
-	if chunks > MaxChunks {
+	if opts.ChunkSize == 0 {
+		opts.ChunkSize = chunkSizeFor(sizes)
+	}
+	if chunks := countChunks(sizes, opts.ChunkSize); chunks > MaxChunks {
 		return nil, fmt.Errorf("pack: %d chunks, more than %d: use a larger chunk size", chunks, MaxChunks)
 	}
 
@@ -219,7 +221,6 @@ func Pack(ctx context.Context, inputs []Input, opts PackOptions) (_ *Packed, err
 		opts:  &opts,
 		prog:  newProgress(opts.Progress, PhasePack, total),
 		seed:  maphash.MakeSeed(),
-		zero:  map[int64]layer{},
 		files: make([]packedFile, len(inputs)),
 	}
 	var root string
@@ -363,7 +364,7 @@ type packer struct {
 	prior  map[string]memoFile // the memo given, by file name
 	seed   maphash.Seed
 	mu     sync.Mutex
-	zero   map[int64]layer // all-zero chunk of a size → its blob
+	zero   *layer // the blob of an all-zero chunk, once made
 	files  []packedFile
 }
 
@@ -401,18 +402,19 @@ func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
 		}
 		n := min(pk.opts.ChunkSize, size-off)
 		var l layer
+		var data [][2]int64
 		if compress && isHole(f, off, n) {
 			if err := writeZeros(whole, n); err != nil {
 				return packedFile{}, err
 			}
-			l, err = pk.zeroLayer(ctx, enc, n)
+			l, data, err = pk.zeroLayer(ctx, enc)
 		} else {
-			l, err = pk.packChunk(ctx, enc, f, off, n, compress, whole)
+			l, data, err = pk.packChunk(ctx, enc, f, off, n, compress, whole)
 		}
 		if err != nil {
 			return packedFile{}, fmt.Errorf("chunk %d: %w", i, err)
 		}
-		pf.file.Chunks = append(pf.file.Chunks, Chunk{Index: i, Offset: off, Size: n, Digest: l.Digest})
+		pf.file.Chunks = append(pf.file.Chunks, Chunk{Index: i, Offset: off, Size: n, Digest: l.Digest, Data: data})
 		pf.layers = append(pf.layers, l)
 		pk.prog.add(in.Name, n)
 	}
@@ -430,20 +432,21 @@ func (pk *packer) packFile(ctx context.Context, in Input) (packedFile, error) {
 	return pf, nil
 }
 
-// zeroLayer is the blob of n zero bytes, made once per size: packChunk on
-// zeros, so the result is the very blob a file of real zeros gives.
-func (pk *packer) zeroLayer(ctx context.Context, enc *zstd.Encoder, n int64) (layer, error) {
+// zeroLayer is the blob of an all-zero chunk of any size: no data
+// extents, so an empty compressed stream, made once. A chunk of real zeros
+// scans to the very same blob.
+func (pk *packer) zeroLayer(ctx context.Context, enc *zstd.Encoder) (layer, [][2]int64, error) {
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
-	if l, ok := pk.zero[n]; ok {
-		return l, nil
+	if pk.zero != nil {
+		return *pk.zero, [][2]int64{}, nil
 	}
-	l, err := pk.packChunk(ctx, enc, zeroReaderAt{}, 0, n, true, io.Discard)
+	l, data, err := pk.packChunk(ctx, enc, zeroReaderAt{}, 0, 0, true, io.Discard)
 	if err != nil {
-		return layer{}, err
+		return layer{}, nil, err
 	}
-	pk.zero[n] = l
-	return l, nil
+	pk.zero = &l
+	return l, data, nil
 }
 
 type zeroReaderAt struct{}
@@ -453,13 +456,55 @@ func (zeroReaderAt) ReadAt(p []byte, _ int64) (int, error) {
 	return len(p), nil
 }
 
-// packChunk spools [off, off+n) of src as one blob, feeding the bytes to
-// whole on the way. Compressed, unless that saves less than 1/32; then the
-// chunk is read again and stored raw, checked against the first read.
-func (pk *packer) packChunk(ctx context.Context, enc *zstd.Encoder, src io.ReaderAt, off, n int64, compress bool, whole io.Writer) (layer, error) {
+// Data extents: a chunk is looked at in ExtentBlock blocks (aligned on the
+// chunk's start), and a run of all-zero blocks at either end, or of at
+// least ExtentGap inside, is left out of the blob. Shorter inner runs stay
+// in (zeros compress to nearly nothing), which bounds the extents per
+// chunk.
+const (
+	ExtentBlock = 64 << 10
+	ExtentGap   = 256 << 10
+)
+
+// extents builds a chunk's data extents and its data stream as the
+// chunk's blocks go by.
+type extents struct {
+	data    io.Writer // the stream of data bytes
+	ext     [][2]int64
+	pos     int64 // in the chunk, of the next block
+	zeroRun int64 // zero bytes since the last data block
+}
+
+func (e *extents) block(p []byte) error {
+	n := int64(len(p))
+	if bytes.Equal(p, zeros[:len(p)]) {
+		e.zeroRun += n
+		e.pos += n
+		return nil
+	}
+	if k := len(e.ext); k > 0 && e.zeroRun < ExtentGap {
+		if err := writeZeros(e.data, e.zeroRun); err != nil {
+			return err
+		}
+		e.ext[k-1][1] += e.zeroRun + n
+	} else {
+		e.ext = append(e.ext, [2]int64{e.pos, n})
+	}
+	e.zeroRun = 0
+	e.pos += n
+	_, err := e.data.Write(p)
+	return err
+}
+
+// packChunk stores [off, off+n) of src as one blob and returns it with
+// the chunk's data extents, feeding every byte to whole on the way.
+// Compressed chunks hold only their extents, compressed unless that saves
+// less than 1/32; then they are read again and stored raw, checked against
+// the first read. An uncompressed chunk is stored whole.
+func (pk *packer) packChunk(ctx context.Context, enc *zstd.Encoder, src io.ReaderAt, off, n int64, compress bool, whole io.Writer) (layer, [][2]int64, error) {
 	tmp, err := os.CreateTemp(pk.tmp, "chunk-")
 	if err != nil {
-		return layer{}, err
+		return layer{}, nil, err
 	}
 	defer func() {
 		tmp.Close()
@@ -467,10 +512,11 @@ func (pk *packer) packChunk(ctx context.Context, enc *zstd.Encoder, src io.Reade
 	}()
 	if !compress {
 		raw := sha256.New()
-		if err := copyChunk(tmp, src, off, n, raw, whole); err != nil {
-			return layer{}, err
+		if err := copyChunk(tmp, io.NewSectionReader(src, off, n), n, raw, whole); err != nil {
+			return layer{}, nil, err
 		}
-		return pk.commit(ctx, tmp, registry.LayerMediaType, raw, n)
+		l, err := pk.commit(ctx, tmp, registry.LayerMediaType, raw, n)
+		return l, [][2]int64{{0, n}}, err
 	}
 
 	// The first read is only checked against a second one, within this
@@ -480,42 +526,70 @@ func (pk *packer) packChunk(ctx context.Context, enc *zstd.Encoder, src io.Reade
 	stored := sha256.New()
 	cw := &countWriter{}
 	enc.Reset(io.MultiWriter(tmp, stored, cw))
-	r := io.TeeReader(io.NewSectionReader(src, off, n), io.MultiWriter(&check, whole))
-	got, err := io.Copy(enc, r)
-	if err != nil {
-		return layer{}, err
-	}
-	if got != n {
-		return layer{}, errors.New("file shrank while being packed")
+	ex := &extents{data: io.MultiWriter(enc, &check), ext: [][2]int64{}}
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < n; {
+		k := min(int64(len(buf)), n-done)
+		got, err := src.ReadAt(buf[:k], off+done)
+		if int64(got) < k {
+			if err == nil || errors.Is(err, io.EOF) {
+				err = errors.New("file shrank while being packed")
+			}
+			return layer{}, nil, err
+		}
+		if _, err := whole.Write(buf[:k]); err != nil {
+			return layer{}, nil, err
+		}
+		for b := int64(0); b < k; b += ExtentBlock {
+			if err := ex.block(buf[b:min(k, b+ExtentBlock)]); err != nil {
+				return layer{}, nil, err
+			}
+		}
+		done += k
 	}
 	if err := enc.Close(); err != nil {
-		return layer{}, err
+		return layer{}, nil, err
 	}
-	if cw.n < n-n/32 {
-		return pk.commit(ctx, tmp, registry.LayerZstdMediaType, stored, cw.n)
+	dn := int64(0)
+	for _, e := range ex.ext {
+		dn += e[1]
+	}
+	if dn == 0 || cw.n < dn-dn/32 {
+		l, err := pk.commit(ctx, tmp, registry.LayerZstdMediaType, stored, cw.n)
+		return l, ex.ext, err
 	}
 
 	first := check.Sum64()
 	if err := tmp.Truncate(0); err != nil {
-		return layer{}, err
+		return layer{}, nil, err
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return layer{}, err
+		return layer{}, nil, err
 	}
 	check.Reset()
 	raw := sha256.New()
-	if err := copyChunk(tmp, src, off, n, raw, &check); err != nil {
-		return layer{}, err
+	if err := copyChunk(tmp, extentReader(src, off, ex.ext), dn, raw, &check); err != nil {
+		return layer{}, nil, err
 	}
 	if check.Sum64() != first {
-		return layer{}, errors.New("file changed while being packed")
+		return layer{}, nil, errors.New("file changed while being packed")
 	}
-	return pk.commit(ctx, tmp, registry.LayerMediaType, raw, n)
+	l, err := pk.commit(ctx, tmp, registry.LayerMediaType, raw, dn)
+	return l, ex.ext, err
 }
 
-func copyChunk(dst io.Writer, src io.ReaderAt, off, n int64, hashes ...io.Writer) error {
+// extentReader reads a chunk's data extents back to back.
+func extentReader(src io.ReaderAt, off int64, ext [][2]int64) io.Reader {
+	rs := make([]io.Reader, len(ext))
+	for i, e := range ext {
+		rs[i] = io.NewSectionReader(src, off+e[0], e[1])
+	}
+	return io.MultiReader(rs...)
+}
+
+func copyChunk(dst io.Writer, src io.Reader, n int64, hashes ...io.Writer) error {
 	w := io.MultiWriter(append([]io.Writer{dst}, hashes...)...)
-	got, err := io.Copy(w, io.NewSectionReader(src, off, n))
+	got, err := io.Copy(w, src)
 	if err != nil {
 		return err
 	}
@@ -555,4 +629,23 @@ type countWriter struct{ n int64 }
 func (c *countWriter) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return len(p), nil
+}
+
+func countChunks(sizes []int64, chunk int64) int64 {
+	var n int64
+	for _, s := range sizes {
+		n += (s + chunk - 1) / chunk
+	}
+	return n
+}
+
+// chunkSizeFor is the default chunk size for files of these sizes:
+// DefaultChunkSize, doubled while that would make more than MaxChunks/2
+// chunks. A function of the sizes alone, so packing stays deterministic.
+func chunkSizeFor(sizes []int64) int64 {
+	c := int64(DefaultChunkSize)
+	for c < MaxChunkSize && countChunks(sizes, c) > MaxChunks/2 {
+		c *= 2
+	}
+	return c
 }

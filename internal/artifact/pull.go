@@ -340,7 +340,7 @@ func checkImpliedHashes(cfg *Config, layers [][]Descriptor) error {
 		switch {
 		case len(f.Chunks) == 0:
 			want = emptySHA256
-		case len(f.Chunks) == 1 && layers[i][0].MediaType == registry.LayerMediaType:
+		case len(f.Chunks) == 1 && f.Chunks[0].whole() && layers[i][0].MediaType == registry.LayerMediaType:
 			want = strings.TrimPrefix(f.Chunks[0].Digest, "sha256:")
 		default:
 			continue
@@ -622,7 +622,8 @@ func (pl *puller) unpack(ctx context.Context, l Descriptor, r io.Reader, u chunk
 	}
 	defer out.Close()
 	sw := &sparseWriter{f: out, off: c.Offset}
-	lw := &limitWriter{w: io.MultiWriter(sw, pl.as.writer(f.Name)), n: c.Size}
+	dn := c.DataSize()
+	lw := &limitWriter{w: &extentWriter{sw: sw, base: c.Offset, ext: c.Data}, n: dn}
 	var n int64
 	if l.MediaType == registry.LayerZstdMediaType {
 		dec, err := pl.decoder()
@@ -643,9 +644,11 @@ func (pl *puller) unpack(ctx context.Context, l Descriptor, r io.Reader, u chunk
 			return false, fmt.Errorf("file %s chunk %d: blob %s: %w", f.Name, c.Index, l.Digest, err)
 		}
 	}
-	if n != c.Size {
-		return false, fmt.Errorf("%w: file %s chunk %d: blob %s holds %d bytes, chunk is %d", ErrDigest, f.Name, c.Index, l.Digest, n, c.Size)
+	if n != dn {
+		return false, fmt.Errorf("%w: file %s chunk %d: blob %s holds %d bytes, the chunk's data is %d", ErrDigest, f.Name, c.Index, l.Digest, n, dn)
 	}
+	// The chunk's holes count as assembled too.
+	pl.as.add(f.Name, c.Size)
 	if sw.data {
 		pl.flush.add(pl.path(f), c.Offset, c.Size)
 	}
@@ -784,4 +787,37 @@ func (fl *flusher) close() {
 func cached(p string, size int64) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Size() == size
+}
+
+// extentWriter writes a chunk's data stream at its extents' places in the
+// file, leaving the gaps between them holes.
+type extentWriter struct {
+	sw   *sparseWriter
+	base int64 // the chunk's offset in the file
+	ext  [][2]int64
+	next int   // extent to start after this one
+	left int64 // bytes left of the current extent
+}
+
+func (w *extentWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if w.left == 0 {
+			if w.next >= len(w.ext) {
+				return n, errTooLong
+			}
+			e := w.ext[w.next]
+			w.sw.off, w.left = w.base+e[0], e[1]
+			w.next++
+		}
+		k := int(min(int64(len(p)), w.left))
+		m, err := w.sw.Write(p[:k])
+		n += m
+		w.left -= int64(m)
+		if err != nil {
+			return n, err
+		}
+		p = p[k:]
+	}
+	return n, nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -121,5 +122,120 @@ func TestPulledConfigBytes(t *testing.T) {
 	}
 	if !bytes.Equal(res.ConfigBytes, p.ConfigBytes) {
 		t.Error("ConfigBytes differ from the pushed config")
+	}
+}
+
+// TestExtents: a chunk's blob holds only its data; zero runs at either end
+// and inner ones of at least ExtentGap are left out and come back as
+// holes, shorter inner ones stay in. Compressible and incompressible data
+// alike (the latter is stored raw, read a second time).
+func TestExtents(t *testing.T) {
+	const B, K = ExtentBlock, 1 << 10
+	rng := rand.New(rand.NewChaCha8([32]byte{9}))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	text := func(n int) []byte { return bytes.Repeat([]byte("mvm extents "), n/12+1)[:n] }
+	type span struct {
+		zero bool
+		n    int
+	}
+	for _, tc := range []struct {
+		name  string
+		spans []span
+		fill  func(int) []byte
+		chunk int64
+		want  [][][2]int64 // per chunk
+	}{
+		{"all data", []span{{false, 4 * B}}, text, 8 * B, [][][2]int64{{{0, 4 * B}}}},
+		{"all zeros", []span{{true, 4 * B}}, text, 8 * B, [][][2]int64{{}}},
+		{"leading and trailing zeros", []span{{true, B}, {false, B}, {true, B}}, text, 8 * B, [][][2]int64{{{B, B}}}},
+		{"short inner gap stays", []span{{false, B}, {true, ExtentGap - B}, {false, 10}}, text, 8 * B,
+			[][][2]int64{{{0, ExtentGap + 10}}}},
+		{"long inner gap splits", []span{{false, B}, {true, ExtentGap}, {false, 3 * K}}, text, 8 * B,
+			[][][2]int64{{{0, B}, {B + ExtentGap, 3 * K}}}},
+		{"incompressible with a gap", []span{{false, 2 * B}, {true, 2 * ExtentGap}, {false, B}}, random, 16 * B,
+			[][][2]int64{{{0, 2 * B}, {2*B + 2*ExtentGap, B}}}},
+		{"per chunk", []span{{false, B}, {true, 2 * B}, {false, B}}, text, 2 * B,
+			[][][2]int64{{{0, B}}, {{B, B}}}},
+		{"zeros inside a block are data", []span{{false, 10}, {true, B - 20}, {false, 10}}, text, 8 * B,
+			[][][2]int64{{{0, B}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var content []byte
+			for _, s := range tc.spans {
+				if s.zero {
+					content = append(content, make([]byte, s.n)...)
+				} else {
+					content = append(content, tc.fill(s.n)...)
+				}
+			}
+			p := filepath.Join(dir, "f")
+			if err := os.WriteFile(p, content, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			in := []Input{{Name: "f", Path: p}}
+			pk := pack(t, in, PackOptions{ChunkSize: tc.chunk, CompressMin: 1})
+			f := pk.Config.Files[0]
+			if len(f.Chunks) != len(tc.want) {
+				t.Fatalf("%d chunks, want %d", len(f.Chunks), len(tc.want))
+			}
+			for i, c := range f.Chunks {
+				if !slices.Equal(c.Data, tc.want[i]) {
+					t.Errorf("chunk %d: extents %v, want %v", i, c.Data, tc.want[i])
+				}
+			}
+			s := newMemStore()
+			push(t, s, "v1", pk)
+			dst := filepath.Join(t.TempDir(), "tpl")
+			res, err := Pull(context.Background(), s, "v1", dst, PullOptions{BlobDir: filepath.Join(t.TempDir(), "blobs"), VerifyFiles: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			assertSame(t, in, dst, res.Config)
+			if sparseSupported(t, dir) {
+				var data int64
+				for _, c := range f.Chunks {
+					data += c.DataSize()
+				}
+				// Allocation is in filesystem blocks, at most one partial
+				// block either side of each extent.
+				var ext int64
+				for _, c := range f.Chunks {
+					ext += int64(len(c.Data))
+				}
+				if got := allocated(t, filepath.Join(dst, "f")); got > data+ext*2*sparseBlock {
+					t.Errorf("pulled file allocates %d bytes for %d of data", got, data)
+				}
+			}
+		})
+	}
+}
+
+func TestChunkSizeFor(t *testing.T) {
+	const G = 1 << 30
+	for _, tc := range []struct {
+		sizes []int64
+		want  int64
+	}{
+		{nil, DefaultChunkSize},
+		{[]int64{0, 10, 320 << 20, 128 << 20}, DefaultChunkSize},
+		{[]int64{32 * G}, DefaultChunkSize},       // exactly MaxChunks/2 chunks
+		{[]int64{32*G + 1}, 2 * DefaultChunkSize}, // one more
+		{[]int64{100 * G, 28 * G}, 4 * DefaultChunkSize},
+		{[]int64{4096 * G}, MaxChunkSize}, // capped; Pack then refuses it
+	} {
+		got := chunkSizeFor(tc.sizes)
+		if got != tc.want {
+			t.Errorf("chunkSizeFor(%v) = %d, want %d", tc.sizes, got, tc.want)
+		}
+		if got < MaxChunkSize && countChunks(tc.sizes, got) > MaxChunks/2 {
+			t.Errorf("chunkSizeFor(%v) = %d gives %d chunks", tc.sizes, got, countChunks(tc.sizes, got))
+		}
 	}
 }

@@ -114,16 +114,17 @@ func TestRealStores(t *testing.T) {
 			assertSame(t, in, dst, &p.Config)
 
 			if tc.plain {
-				orasPull(t, repo+":v1", in)
+				orasPull(t, repo+":v1", in, &p.Config)
 			}
 		})
 	}
 }
 
 // orasPull checks the artifact is usable without mvm: oras writes each
-// layer to its title, and a file is its chunks concatenated, zstd ones
-// decompressed.
-func orasPull(t *testing.T, ref string, in []Input) {
+// layer to its title, and a file is its chunks in order, each a zstd-
+// decompressed or raw blob of data extents placed where the config says,
+// zeros between.
+func orasPull(t *testing.T, ref string, in []Input, cfg *Config) {
 	oras := regtest.Binary(t, "oras", regtest.InstallOras)
 	out := t.TempDir()
 	cmd := exec.Command(oras, "pull", "--plain-http", "-o", out, ref)
@@ -145,8 +146,17 @@ func orasPull(t *testing.T, ref string, in []Input) {
 		if len(want) > 0 && len(parts) == 0 {
 			t.Errorf("%s: oras wrote no parts", i.Name)
 		}
-		var got []byte
-		for _, p := range parts {
+		var file *File
+		for j := range cfg.Files {
+			if cfg.Files[j].Name == i.Name {
+				file = &cfg.Files[j]
+			}
+		}
+		if file == nil || len(file.Chunks) != len(parts) {
+			t.Fatalf("%s: %d parts for the config's chunks", i.Name, len(parts))
+		}
+		got := make([]byte, file.Size)
+		for j, p := range parts {
 			b, err := os.ReadFile(p)
 			if err != nil {
 				t.Fatal(err)
@@ -156,7 +166,17 @@ func orasPull(t *testing.T, ref string, in []Input) {
 					t.Fatalf("%s: %v", p, err)
 				}
 			}
-			got = append(got, b...)
+			c := file.Chunks[j]
+			for _, e := range c.Data {
+				if int64(len(b)) < e[1] {
+					t.Fatalf("%s: part shorter than its extents", p)
+				}
+				copy(got[c.Offset+e[0]:], b[:e[1]])
+				b = b[e[1]:]
+			}
+			if len(b) != 0 {
+				t.Fatalf("%s: %d bytes past its extents", p, len(b))
+			}
 		}
 		if !bytes.Equal(got, want) {
 			t.Errorf("%s: oras gave %d bytes in %d parts, not the file", i.Name, len(got), len(parts))

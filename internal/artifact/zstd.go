@@ -17,6 +17,9 @@ func newEncoder() (*zstd.Encoder, error) {
 		zstd.WithEncoderConcurrency(1),
 		zstd.WithWindowSize(8<<20),
 		zstd.WithEncoderCRC(true),
+		// An all-zero chunk has no data: its blob is an empty frame, not
+		// zero bytes (a layer must have some).
+		zstd.WithZeroFrames(true),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("zstd encoder: %w", err)
