@@ -6,6 +6,7 @@ package vm
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/mvm-dev/mvm/internal/backend"
@@ -21,7 +22,20 @@ type Manager struct {
 	Config *config.Config
 	Store  *store.Store
 	Log    *slog.Logger
+	// Mvmctl is the mvmctl executable that background helpers (a
+	// network's DNS server, a pool's refiller) run as; "" means this
+	// process's own executable, which is mvmctl unless mvm is embedded
+	// (pkg/mvm sets it).
+	Mvmctl string
 	nets   *network.Manager
+}
+
+// mvmctl is the executable to start helper commands with.
+func (m *Manager) mvmctl() (string, error) {
+	if m.Mvmctl != "" {
+		return m.Mvmctl, nil
+	}
+	return os.Executable()
 }
 
 // New builds a Manager from resolved directories and the user's config.

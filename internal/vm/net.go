@@ -30,7 +30,7 @@ const dnsReadyWait = 5 * time.Second
 // startDNS runs `mvmctl network dns-serve NAME` detached (own session, no
 // terminal) and waits until it has bound its port and written its pid file.
 func (m *Manager) startDNS(n *network.Network) error {
-	exe, err := os.Executable()
+	exe, err := m.mvmctl()
 	if err != nil {
 		return err
 	}
