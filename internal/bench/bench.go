@@ -21,20 +21,21 @@ const (
 	Boot    Kind = "boot"
 	Restore Kind = "restore"
 	Exec    Kind = "exec"
+	Pool    Kind = "pool"
 )
 
 // Args are the arguments `mvmctl bench` accepts.
-var Args = []string{string(Boot), string(Restore), string(Exec), "all"}
+var Args = []string{string(Boot), string(Restore), string(Exec), string(Pool), "all"}
 
 // ParseKinds maps bench's argument to what it runs; "" is all.
 func ParseKinds(arg string) ([]Kind, error) {
 	switch arg {
 	case "", "all":
-		return []Kind{Boot, Restore, Exec}, nil
-	case string(Boot), string(Restore), string(Exec):
+		return []Kind{Boot, Restore, Exec, Pool}, nil
+	case string(Boot), string(Restore), string(Exec), string(Pool):
 		return []Kind{Kind(arg)}, nil
 	}
-	return nil, fmt.Errorf("unknown benchmark %q: want boot, restore, exec or all", arg)
+	return nil, fmt.Errorf("unknown benchmark %q: want boot, restore, exec, pool or all", arg)
 }
 
 // ExecPerRun is how many exec round trips one iteration stands for: an
@@ -90,6 +91,8 @@ func Run(ctx context.Context, o Options, kinds []Kind) (rep *Report, err error) 
 		case Restore:
 			f, err = e.Restore(ctx, o)
 			figs = append(figs, f)
+		case Pool:
+			figs, err = e.Pool(ctx, o)
 		case Exec:
 			if f, err = e.Exec(ctx, o); err == nil {
 				figs = append(figs, f)

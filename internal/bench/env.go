@@ -34,8 +34,9 @@ type Env struct {
 	env    []string
 	accel  string // QEMU's, once a QEMU VM has run
 
-	mu  sync.Mutex
-	vms []string // every name given to up, for Close
+	mu    sync.Mutex
+	vms   []string // every name given to up, for Close
+	pools []string // every pool made, for Close
 }
 
 // NewEnv makes the temp root. Close removes it and every VM in it.
@@ -132,12 +133,20 @@ func (e *Env) Close() error {
 	ctx := context.Background()
 	e.mu.Lock()
 	names := append([]string(nil), e.vms...)
+	pools := append([]string(nil), e.pools...)
 	e.mu.Unlock()
+	var errs []error
+	// Pools first: pool rm stops the refiller, which would otherwise add
+	// members behind the cleanup.
+	for _, p := range pools {
+		if _, err := e.Run(ctx, opTimeout, "pool", "rm", p); err != nil && !strings.Contains(err.Error(), "no such pool") {
+			errs = append(errs, err)
+		}
+	}
 	// ls also finds what a name list misses (e.g. an up that died halfway).
 	if out, err := e.Run(ctx, opTimeout, "ls", "-a", "--format", "{{.Name}}"); err == nil {
 		names = append(names, strings.Fields(out)...)
 	}
-	var errs []error
 	seen := map[string]bool{}
 	for _, n := range names {
 		if seen[n] {

@@ -8,8 +8,8 @@ import (
 
 // RestoreNote is the restore figure's target: a restore still boots a
 // fresh QEMU, so the answer to "exec in a new VM now" is a pool of VMs
-// already restored, which is not built yet.
-const RestoreNote = "target: the warm pool (not yet built)"
+// already restored (the pool figure).
+const RestoreNote = "target: the warm pool (see the pool figure)"
 
 // RestoreSnapshot is the snapshot Restore makes and leaves in the Env.
 const RestoreSnapshot = "bench-snap"

@@ -210,8 +210,9 @@ func TestParseKinds(t *testing.T) {
 		want []Kind
 		err  bool
 	}{
-		{"", []Kind{Boot, Restore, Exec}, false},
-		{"all", []Kind{Boot, Restore, Exec}, false},
+		{"", []Kind{Boot, Restore, Exec, Pool}, false},
+		{"all", []Kind{Boot, Restore, Exec, Pool}, false},
+		{"pool", []Kind{Pool}, false},
 		{"boot", []Kind{Boot}, false},
 		{"restore", []Kind{Restore}, false},
 		{"exec", []Kind{Exec}, false},

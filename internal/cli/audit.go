@@ -48,6 +48,8 @@ var auditedVerbs = map[string]bool{
 	"build":           true,
 	"image fetch":     true, // builds into the cache, like build
 	"cache prune":     true,
+	"pool create":     true,
+	"pool rm":         true,
 }
 
 // verbOf is cmd's path without the binary's name, e.g. "network create".

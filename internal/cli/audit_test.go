@@ -342,7 +342,7 @@ var readOnlyVerbs = []string{
 	"ls", "inspect", "logs", "health", "diff", "events", "doctor", "version", "completions",
 	"config show", "image list", "image search", "image info", "cache info",
 	"snapshot ls", "network ls", "network inspect", "audit tail", "audit verify",
-	"security status", "template list", "template info", "template verify", "bench",
+	"security status", "template list", "template info", "template verify", "bench", "pool ls", "pool inspect",
 }
 
 // Every runnable command is either audited or known to be read-only, so a

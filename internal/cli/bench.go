@@ -15,8 +15,8 @@ import (
 func newBenchCommand(g *globals) *cobra.Command {
 	var o bench.Options
 	cmd := &cobra.Command{
-		Use:   "bench [boot|restore|exec|all]",
-		Short: "Measure boot, restore and exec against raw baselines taken in the same run",
+		Use:   "bench [boot|restore|exec|pool|all]",
+		Short: "Measure boot, restore, exec and the warm pool against raw baselines taken in the same run",
 		Long: `Measure this mvmctl binary against the raw engines beneath it. Each figure
 is printed next to its baseline, measured in the same run and interleaved
 with it, with nearest-rank p50/p95/p99, the ratio of the p50s and the target:
@@ -25,11 +25,14 @@ with it, with nearest-rank p50/p95/p99, the ratio of the p50s and the target:
            initramfs and disks with the same argv to the agent's ready
            marker (target ≤ 1.10×)
   restore  up --from-snapshot → first exec vs cold up → first exec (the
-           target answer is a warm pool, not yet built)
+           target answer is the warm pool: see pool)
   exec     exec true on a running QEMU VM vs the agent's own round trip;
            exec true on the Docker backend vs docker exec on the same
            container (target ≤ 0.30×; skipped, with the reason, when Docker
            is not usable)
+  pool     up --pool (a member of a warm pool of 2 handed out) → first
+           exec vs cold up → first exec (target ≤ 0.03×), and vs a local
+           up --from-snapshot → first exec (no target)
   all      every one (the default)
 
 Every VM runs on QEMU without a NIC (Docker for the Docker figure), in the
@@ -43,7 +46,7 @@ target is reported, not an error.`,
 		ValidArgs: bench.Args,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
-				return usageError{fmt.Errorf("bench takes at most one of boot, restore, exec, all (got %d arguments)", len(args))}
+				return usageError{fmt.Errorf("bench takes at most one of boot, restore, exec, pool, all (got %d arguments)", len(args))}
 			}
 			if len(args) == 1 {
 				if _, err := bench.ParseKinds(args[0]); err != nil {

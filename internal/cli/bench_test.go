@@ -18,7 +18,7 @@ func TestBenchArgs(t *testing.T) {
 		{[]string{"bench", "-n", "-3"}, 2, "-n must be at least 1"},
 		{[]string{"bench", "exec", "--exec-n", "-1"}, 2, "--exec-n must not be negative"},
 		{[]string{"bench", "-n", "x"}, 2, "invalid argument"},
-		{[]string{"bench", "--help"}, 0, "bench [boot|restore|exec|all]"},
+		{[]string{"bench", "--help"}, 0, "bench [boot|restore|exec|pool|all]"},
 		{[]string{"help", "bench"}, 0, "target ≤ 1.10×"},
 	}
 	for _, tt := range tests {

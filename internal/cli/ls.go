@@ -31,11 +31,12 @@ type vmItem struct {
 	IP          string            `json:"ip,omitempty"`
 	MAC         string            `json:"mac,omitempty"`
 	Ports       []string          `json:"ports,omitempty"`
+	FromPool    string            `json:"from_pool,omitempty"` // handed out by this warm pool
 }
 
 func listItem(r *store.Record) vmItem {
 	it := vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
-		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources, Snapshot: r.Snapshot}
+		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources, Snapshot: r.Snapshot, FromPool: r.FromPool}
 	if n := r.Net; n != nil {
 		it.Network, it.IP, it.MAC, it.Ports = n.Network, n.IP, n.MAC, n.Publish
 	}

@@ -151,6 +151,7 @@ guest agent: exec, console, health. No SSH.`,
 		newSecurityCommand(g),
 		newKeyCommand(g),
 		newBenchCommand(g),
+		newPoolCommand(g),
 	)
 	markRuntime(root)
 	return root

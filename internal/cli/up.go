@@ -38,6 +38,7 @@ for them again. 'snapshot create' refuses a VM with secrets unless
   mvmctl up --config web.toml
   mvmctl up --from-snapshot web-snap --name web-2
   mvmctl up --template web --name web-3
+  mvmctl up --pool web-pool --name web-4
   mvmctl up --image http --name web -p 8080:80
   mvmctl up --image postgres --name db --secret db_password=@./pw.txt --secret api_token=env:API_TOKEN
   mvmctl network create isolated && mvmctl up --network isolated --name a`,
@@ -101,6 +102,9 @@ for them again. 'snapshot create' refuses a VM with secrets unless
 	f.StringVarP(&o.Template, "template", "t", "", "make the VM from a template: its snapshot when it has one, else its image, with its defaults under these flags (see 'mvmctl template list')")
 	cmd.MarkFlagsMutuallyExclusive("template", "from-snapshot")
 	cmd.MarkFlagsMutuallyExclusive("template", "flake")
+	f.StringVar(&o.Pool, "pool", "", "take a ready VM from this warm pool (see 'mvmctl pool ls'); --template T does so from a pool of T when one exists")
+	cmd.MarkFlagsMutuallyExclusive("pool", "from-snapshot")
+	cmd.MarkFlagsMutuallyExclusive("pool", "image")
 	f.StringVar(&o.Network, "network", "", "network to join (default: 'default'; 'none': no NIC; 'user': user-mode networking; see 'mvmctl network ls')")
 	f.StringArrayVarP(&o.Publish, "publish", "p", nil, "publish a guest port on the host for the VM's lifetime: [IP:]HOSTPORT:GUESTPORT[/udp] (IP defaults to 127.0.0.1)")
 	f.DurationVar(&o.BootTimeout, "timeout", 0, "how long to wait for the guest to become ready (default 3m)")

@@ -74,6 +74,49 @@ func (s *Store) Put(rec *Record) error {
 	return WriteFileAtomic(filepath.Join(s.Dir(rec.Name), recordFile), append(b, '\n'), 0o600)
 }
 
+// Adopt claims name for a VM whose directory already exists elsewhere (a
+// warm pool's member, handed out while its QEMU and supervisor run): the
+// name becomes a relative symlink to that directory, atomically (exactly
+// one of many concurrent claimers wins), and rec is written through it.
+// A running VM's directory is never renamed: QEMU and the supervisor hold
+// absolute paths into it (pid files, sockets, logs they reopen), so the
+// directory keeps its path and the user's name points at it.
+func (s *Store) Adopt(rec *Record, target string) error {
+	if err := ValidateName(rec.Name); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(s.dir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	rel, err := filepath.Rel(s.dir, target)
+	if err != nil {
+		return fmt.Errorf("adopt %s: %w", target, err)
+	}
+	if err := os.Symlink(rel, s.Dir(rec.Name)); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%w: %q (pick another --name, or remove it and everything it owns with 'mvmctl rm -f %s')", ErrExists, rec.Name, rec.Name)
+		}
+		return fmt.Errorf("claim VM name: %w", err)
+	}
+	rec.Dir = target
+	return s.Put(rec)
+}
+
+// realDir is the directory behind a VM's name: its own, or the one its
+// name links to (Adopt).
+func (s *Store) realDir(name string) string {
+	p := s.Dir(name)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if t, err := os.Readlink(p); err == nil {
+			if !filepath.IsAbs(t) {
+				t = filepath.Join(s.dir, t)
+			}
+			return filepath.Clean(t)
+		}
+	}
+	return p
+}
+
 // Get reads one record.
 func (s *Store) Get(name string) (*Record, error) {
 	if err := ValidateName(name); err != nil {
@@ -81,10 +124,11 @@ func (s *Store) Get(name string) (*Record, error) {
 	}
 	b, err := os.ReadFile(filepath.Join(s.Dir(name), recordFile))
 	if errors.Is(err, fs.ErrNotExist) {
-		if _, derr := os.Stat(s.Dir(name)); derr == nil {
+		if _, derr := os.Lstat(s.Dir(name)); derr == nil {
 			// The directory exists but the record does not: a crash between
-			// Mkdir and the first Put. Report it instead of hiding it.
-			return &Record{Name: name, State: "failed", Reason: "incomplete record (interrupted create)", Dir: s.Dir(name)}, nil
+			// Mkdir and the first Put (or a name whose adopted directory is
+			// gone). Report it instead of hiding it.
+			return &Record{Name: name, State: "failed", Reason: "incomplete record (interrupted create)", Dir: s.realDir(name)}, nil
 		}
 		return nil, fmt.Errorf("%w: %q (see 'mvmctl ls -a')", ErrNotFound, name)
 	}
@@ -93,9 +137,9 @@ func (s *Store) Get(name string) (*Record, error) {
 	}
 	var rec Record
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return &Record{Name: name, State: "failed", Reason: fmt.Sprintf("corrupt record: %v", err), Dir: s.Dir(name)}, nil
+		return &Record{Name: name, State: "failed", Reason: fmt.Sprintf("corrupt record: %v", err), Dir: s.realDir(name)}, nil
 	}
-	rec.Dir = s.Dir(name)
+	rec.Dir = s.realDir(name)
 	return &rec, nil
 }
 
@@ -110,7 +154,7 @@ func (s *Store) List() ([]*Record, error) {
 	}
 	var out []*Record
 	for _, e := range ents {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || ValidateName(e.Name()) != nil {
+		if (!e.IsDir() && e.Type()&fs.ModeSymlink == 0) || strings.HasPrefix(e.Name(), ".") || ValidateName(e.Name()) != nil {
 			continue
 		}
 		rec, err := s.Get(e.Name())
@@ -123,10 +167,17 @@ func (s *Store) List() ([]*Record, error) {
 	return out, nil
 }
 
-// Remove deletes the VM's directory and lock file.
+// Remove deletes the VM's directory and lock file. An adopted name's
+// directory goes before its link, so a crash in between leaves a name that
+// Get reports and Remove cleans again, never a directory nothing names.
 func (s *Store) Remove(name string) error {
 	if err := ValidateName(name); err != nil {
 		return err
+	}
+	if real := s.realDir(name); real != s.Dir(name) {
+		if err := os.RemoveAll(real); err != nil {
+			return fmt.Errorf("remove %s: %w", name, err)
+		}
 	}
 	if err := os.RemoveAll(s.Dir(name)); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
@@ -137,7 +188,7 @@ func (s *Store) Remove(name string) error {
 
 // Exists reports whether name is taken.
 func (s *Store) Exists(name string) bool {
-	_, err := os.Stat(s.Dir(name))
+	_, err := os.Lstat(s.Dir(name))
 	return err == nil
 }
 

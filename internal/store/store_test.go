@@ -99,3 +99,54 @@ func TestRandomNameAvoidsTaken(t *testing.T) {
 		seen[n] = true
 	}
 }
+
+// TestAdopt: a name adopted onto another store's directory reads, lists,
+// and removes through its link, and removal takes the directory too.
+func TestAdopt(t *testing.T) {
+	root := t.TempDir()
+	users, pool := New(root), New(filepath.Join(root, ".pool"))
+	if err := pool.Create(&Record{Name: "p-1", State: "running", Pool: "web", PoolReady: true}); err != nil {
+		t.Fatal(err)
+	}
+	target := pool.Dir("p-1")
+	if err := users.Adopt(&Record{Name: "mine", State: "running", FromPool: "web"}, target); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.Adopt(&Record{Name: "mine"}, target); !errors.Is(err, ErrExists) {
+		t.Fatalf("second adopt: %v", err)
+	}
+	r, err := users.Get("mine")
+	if err != nil || r.Dir != target || r.FromPool != "web" || r.Pool != "" {
+		t.Fatalf("get adopted: %+v %v", r, err)
+	}
+	// The pool sees its member's directory now carries the user's record.
+	if r, err := pool.Get("p-1"); err != nil || r.Name != "mine" {
+		t.Fatalf("pool view: %+v %v", r, err)
+	}
+	recs, err := users.List()
+	if err != nil || len(recs) != 1 || recs[0].Name != "mine" {
+		t.Fatalf("list: %+v %v", recs, err)
+	}
+	if err := users.Remove("mine"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{target, users.Dir("mine")} {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s left after remove: %v", p, err)
+		}
+	}
+	// A link whose directory is gone is reported and removable.
+	if err := pool.Create(&Record{Name: "p-2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := users.Adopt(&Record{Name: "gone"}, pool.Dir("p-2")); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(pool.Dir("p-2"))
+	if r, err := users.Get("gone"); err != nil || r.State != "failed" || !users.Exists("gone") {
+		t.Fatalf("dangling: %+v %v", r, err)
+	}
+	if err := users.Remove("gone"); err != nil || users.Exists("gone") {
+		t.Fatalf("remove dangling: %v", err)
+	}
+}

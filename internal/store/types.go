@@ -44,6 +44,13 @@ type Record struct {
 	// Secrets are the names of the secrets the VM was given (--secret).
 	// Never their values: start and restart ask for them again.
 	Secrets []string `json:"secrets,omitempty"`
+	// Pool names the warm pool this VM waits in, until it is handed out
+	// (then it is ""); PoolReady says it is restored, re-provisioned and
+	// warmed, so a hand-out may take it.
+	Pool      string `json:"pool,omitempty"`
+	PoolReady bool   `json:"pool_ready,omitempty"`
+	// FromPool names the pool a handed-out VM came from.
+	FromPool string `json:"from_pool,omitempty"`
 }
 
 // NetInfo is where a VM sits on its network. The network's record holds the

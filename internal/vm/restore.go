@@ -68,7 +68,7 @@ func (m *Manager) upFromSnapshot(ctx context.Context, o UpOptions, start time.Ti
 	rec := &store.Record{
 		Name: o.Name, State: string(backend.StateCreating), Backend: s.Backend,
 		Image: s.Image, ImageDigest: s.ImageDigest, Created: time.Now().UTC(),
-		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name, Template: o.Template,
+		CPUs: s.CPUs, MemoryMiB: s.MemoryMiB, Boot: s.Boot, Snapshot: s.Name, Template: o.Template, Pool: o.memberOf,
 		Sources: map[string]string{"image": SourceSnapshot, "backend": SourceSnapshot, "cpus": SourceSnapshot, "memory_mib": SourceSnapshot},
 	}
 	if o.snapshotDir != "" {

@@ -150,7 +150,7 @@ func (m *Manager) TemplateDelete(ctx context.Context, name string, force bool) e
 	if _, err := ts.Get(name); err != nil {
 		return err
 	}
-	if users := m.TemplateUsers(name); len(users) > 0 && !force {
+	if users := append(m.TemplateUsers(name), m.poolUsers(name)...); len(users) > 0 && !force {
 		return fmt.Errorf("template %q is used by VMs %s (they boot from its files): remove them first, or use -f (they will not start again)", name, strings.Join(users, ", "))
 	}
 	return ts.Remove(name)
@@ -420,7 +420,7 @@ func (m *Manager) templateUp(ctx context.Context, o *UpOptions) (*template.Templ
 			missing = append(missing, s)
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && o.memberOf == "" { // a member gets them at hand-out
 		return nil, fmt.Errorf("template %s expects secrets %s: give each with --secret NAME=@FILE or --secret NAME=env:VAR", t.Name, strings.Join(missing, ", "))
 	}
 	if d.Egress != "" && o.Network != "" && o.Network != "none" && o.Network != "user" {

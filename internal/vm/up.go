@@ -38,7 +38,10 @@ type UpOptions struct {
 	// values when it returns.
 	Secrets []proto.Secret
 	// Template supplies defaults and what boots (templateUp); flags win.
+	// A warm pool of it hands out a member instead when flags allow.
 	Template string
+	// Pool hands out a member of this warm pool (pool_handout.go).
+	Pool string
 
 	// Set from a template: restore from this snapshot directory, or boot
 	// these image files (imageRef is what the record says it booted).
@@ -49,6 +52,8 @@ type UpOptions struct {
 	// bootstrapKey gives the VM a host key of its own (bootstrapKeyFile):
 	// a template's build VM, whose snapshot may restore on other hosts.
 	bootstrapKey bool
+	// memberOf makes the VM a member of this pool (its refiller's up).
+	memberOf string
 }
 
 // Up builds (or reuses) the image, boots a VM and waits until its agent is
@@ -66,6 +71,11 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		}
 		if o.Name == "" {
 			o.Name = vc.Name
+		}
+	}
+	if (o.Pool != "" || o.Template != "") && o.memberOf == "" {
+		if rec, handled, err := m.upPooled(ctx, &o, start); handled {
+			return rec, err
 		}
 	}
 	if o.Template != "" {
@@ -117,7 +127,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	if vc != nil {
 		rec.VMConfig = vc.Path
 	}
-	rec.Template = o.Template
+	rec.Template, rec.Pool = o.Template, o.memberOf
 	for _, k := range o.tplSet {
 		rec.Sources[k] = SourceTemplate
 	}
