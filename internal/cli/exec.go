@@ -99,7 +99,7 @@ func runExec(parent context.Context, agent func(context.Context) (*client.Client
 	}
 	p, err := c.Start(ctx, req, stdin, stdout, stderr)
 	if err != nil {
-		return err
+		return startFailure(err)
 	}
 	relay.attach(p)
 	if req.TTY && t.isTTY() {
@@ -192,4 +192,27 @@ func (r *signalRelay) loop(cancel func()) {
 			return
 		}
 	}
+}
+
+// Exit statuses of a command the guest could not start, as the shell and
+// docker exec give them: 127 when there is no such program, 126 when it
+// cannot be run (not executable, unknown user, bad working directory).
+// Failures to reach the VM at all stay 1.
+const (
+	exitNotFound  = 127
+	exitCannotRun = 126
+)
+
+func startFailure(err error) error {
+	pe, ok := proto.AsError(err)
+	if !ok {
+		return err
+	}
+	switch pe.Code {
+	case proto.CodeNotFound:
+		return &ExitError{Code: exitNotFound, Err: err}
+	case proto.CodeDenied, proto.CodeBadRequest:
+		return &ExitError{Code: exitCannotRun, Err: err}
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -148,5 +149,36 @@ func TestExecSignalBeforeRelay(t *testing.T) {
 	err := runExec(parent, agent, execSh("true"), terminal{fd: -1}, nil, nil, nil)
 	if !errors.Is(err, context.Canceled) || called {
 		t.Fatalf("err %v, agent dialled: %v", err, called)
+	}
+}
+
+func TestStartFailureExitStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want int // 0: passed through, not an ExitError
+	}{
+		{"no such program", proto.Errorf(proto.CodeNotFound, "executable %q not found in PATH", "x"), 127},
+		{"not executable", fmt.Errorf("exec: %w", proto.Errorf(proto.CodeDenied, "permission denied")), 126},
+		{"unknown user", proto.Errorf(proto.CodeBadRequest, "user %q not found", "u"), 126},
+		{"agent busy", proto.Errorf(proto.CodeBusy, "too many"), 0},
+		{"VM unreachable", errors.New("dial agent: connection refused"), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := startFailure(tc.err)
+			var ee *ExitError
+			if !errors.As(err, &ee) {
+				if tc.want != 0 {
+					t.Fatalf("got %v, want exit status %d", err, tc.want)
+				}
+				if err != tc.err {
+					t.Fatalf("error changed: %v", err)
+				}
+				return
+			}
+			if ee.Code != tc.want || !errors.Is(err, tc.err) {
+				t.Fatalf("exit status %d (%v), want %d wrapping the cause", ee.Code, ee.Err, tc.want)
+			}
+		})
 	}
 }

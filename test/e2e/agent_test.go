@@ -60,6 +60,24 @@ func testAgent(t *testing.T, be string) {
 		}
 	})
 
+	t.Run("a command that cannot start exits as the shell says", func(t *testing.T) {
+		for _, tc := range []struct {
+			args []string
+			code int
+			say  string
+		}{
+			{[]string{"--", "no-such-program"}, 127, "not found"},
+			{[]string{"--", "/etc/passwd"}, 126, "permission denied"},
+			{[]string{"-w", "/no/such/dir", "--", "true"}, 126, "working directory"},
+			{[]string{"-u", "no-such-user", "--", "true"}, 126, "no-such-user"},
+		} {
+			args := append([]string{"exec", vm}, tc.args...)
+			if r := mvm(t, time.Minute, "", args...); r.code != tc.code || !strings.Contains(r.stderr, tc.say) {
+				t.Errorf("%v: exit %d, want %d saying %q\n%s", tc.args, r.code, tc.code, tc.say, r)
+			}
+		}
+	})
+
 	t.Run("SIGTERM reaches the guest process", func(t *testing.T) {
 		cmd := exec.Command(mvmctl, "exec", vm, "--", "sh", "-c", `trap 'echo got-term; exit 42' TERM; echo started; sleep 100 & wait`)
 		cmd.Env = baseEnv

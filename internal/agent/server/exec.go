@@ -118,6 +118,13 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 	case !filepath.IsAbs(req.Cwd):
 		return nil, proto.Errorf(proto.CodeBadRequest, "cwd %q must be absolute", req.Cwd)
 	default:
+		// Checked here so a missing directory is not reported as a
+		// missing program (the exec's chdir fails with the same ENOENT).
+		if fi, err := os.Stat(req.Cwd); err != nil {
+			return nil, proto.Errorf(proto.CodeBadRequest, "working directory %q: %v", req.Cwd, errors.Unwrap(err))
+		} else if !fi.IsDir() {
+			return nil, proto.Errorf(proto.CodeBadRequest, "working directory %q is not a directory", req.Cwd)
+		}
 		spec.dir = req.Cwd
 	}
 	return spec, nil

@@ -144,7 +144,8 @@ func TestExecErrors(t *testing.T) {
 			{"empty argv", proto.ExecRequest{}, proto.CodeBadRequest},
 			{"missing program", proto.ExecRequest{Argv: []string{"no-such-program-mvm"}}, proto.CodeNotFound},
 			{"relative cwd", proto.ExecRequest{Argv: []string{"true"}, Cwd: "tmp"}, proto.CodeBadRequest},
-			{"missing cwd", proto.ExecRequest{Argv: []string{"true"}, Cwd: "/no/such/dir"}, proto.CodeNotFound},
+			{"missing cwd", proto.ExecRequest{Argv: []string{"true"}, Cwd: "/no/such/dir"}, proto.CodeBadRequest},
+			{"cwd is a file", proto.ExecRequest{Argv: []string{"true"}, Cwd: "/proc/self/status"}, proto.CodeBadRequest},
 			{"bad env", proto.ExecRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, proto.CodeBadRequest},
 			{"unknown user", proto.ExecRequest{Argv: []string{"true"}, User: "no-such-user-mvm"}, proto.CodeBadRequest},
 		}
