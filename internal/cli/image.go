@@ -31,19 +31,21 @@ func newImageCommand(g *globals) *cobra.Command {
 }
 
 func newImageListCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List the bundled images",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return printImages(g, image.Catalog())
+			return printImages(g, &f, image.Catalog())
 		},
-	}
+	}, &f, imageItem{})
 }
 
 func newImageSearchCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:   "search TERM",
 		Short: "Find images by name, tag or description",
 		Args:  exactArgs(1, "one search term"),
@@ -53,12 +55,12 @@ func newImageSearchCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stderr, "No image matches %q. See 'mvmctl image list'.\n", args[0])
 				return nil
 			}
-			return printImages(g, found)
+			return printImages(g, &f, found)
 		},
-	}
+	}, &f, imageItem{})
 }
 
-func printImages(g *globals, rs []*image.Recipe) error {
+func printImages(g *globals, f *listFormat, rs []*image.Recipe) error {
 	cacheDir := ""
 	if _, err := g.manager(); err == nil {
 		cacheDir = g.dirs.ImagesDir()
@@ -78,6 +80,9 @@ func printImages(g *globals, rs []*image.Recipe) error {
 	}
 	if g.json {
 		return writeJSON(g.stdout, items)
+	}
+	if f.set() {
+		return f.write(g.stdout, items)
 	}
 	tw := newTable(g.stdout)
 	fmt.Fprintln(tw, "NAME\tROOTFS\tCACHED\tTAGS\tDESCRIPTION")

@@ -119,7 +119,8 @@ trusted on this host, so templates you push verify when you pull them back;
 }
 
 func newKeyListCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:   "list",
 		Short: "List your signing keys and the keys trusted to verify templates",
 		Args:  exactArgs(0, "no arguments"),
@@ -148,6 +149,9 @@ func newKeyListCommand(g *globals) *cobra.Command {
 			if g.json {
 				return writeJSON(g.stdout, items)
 			}
+			if f.set() {
+				return f.write(g.stdout, items)
+			}
 			if len(items) == 0 {
 				fmt.Fprintln(g.stderr, "No keys. Create one with 'mvmctl key generate', trust someone's with 'mvmctl key trust FILE'.")
 				return nil
@@ -163,7 +167,7 @@ func newKeyListCommand(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	}
+	}, &f, keyItem{})
 }
 
 func newKeyExportCommand(g *globals) *cobra.Command {

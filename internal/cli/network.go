@@ -245,7 +245,8 @@ func policyOf(n *network.Network, nm *network.Manager) *policyView {
 }
 
 func newNetworkLsCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List networks",
@@ -262,6 +263,12 @@ func newNetworkLsCommand(g *globals) *cobra.Command {
 			}
 			if g.json {
 				if err := writeJSON(g.stdout, items); err != nil {
+					return err
+				}
+				return lerr
+			}
+			if f.set() {
+				if err := f.write(g.stdout, items); err != nil {
 					return err
 				}
 				return lerr
@@ -287,7 +294,7 @@ func newNetworkLsCommand(g *globals) *cobra.Command {
 			}
 			return lerr
 		},
-	}
+	}, &f, netView{})
 }
 
 func newNetworkInspectCommand(g *globals) *cobra.Command {

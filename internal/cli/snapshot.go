@@ -73,7 +73,8 @@ VMs restored from the snapshot have none (give them with 'up --from-snapshot
 }
 
 func newSnapshotLsCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List snapshots",
@@ -92,6 +93,9 @@ func newSnapshotLsCommand(g *globals) *cobra.Command {
 					return writeJSON(g.stdout, []any{})
 				}
 				return writeJSON(g.stdout, snaps)
+			}
+			if f.set() {
+				return f.write(g.stdout, snaps)
 			}
 			if len(snaps) == 0 {
 				fmt.Fprintln(g.stderr, "No snapshots. Save a running VM with 'mvmctl snapshot create NAME'.")
@@ -112,7 +116,7 @@ func newSnapshotLsCommand(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	}
+	}, &f, vm.Snapshot{})
 }
 
 func newSnapshotRmCommand(g *globals) *cobra.Command {

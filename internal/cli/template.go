@@ -257,7 +257,8 @@ func templateView(m *vm.Manager, t *template.Template) templateItem {
 }
 
 func newTemplateListCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List templates",
@@ -278,6 +279,9 @@ func newTemplateListCommand(g *globals) *cobra.Command {
 			if g.json {
 				return writeJSON(g.stdout, items)
 			}
+			if f.set() {
+				return f.write(g.stdout, items)
+			}
 			if len(items) == 0 {
 				fmt.Fprintln(g.stderr, "No templates. Make one with 'mvmctl template create NAME --from IMAGE' or fetch one with 'mvmctl template pull REF'.")
 				return nil
@@ -297,7 +301,7 @@ func newTemplateListCommand(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	}
+	}, &f, templateItem{})
 }
 
 func shortImage(s string) string {
