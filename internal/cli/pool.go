@@ -15,7 +15,8 @@ func newPoolCommand(g *globals) *cobra.Command {
 		Use:   "pool",
 		Short: "Warm pools: VMs restored ahead of time, handed out by up",
 		Long: `A warm pool keeps --size VMs restored from a template's snapshot (or a
-snapshot), re-provisioned, their first exec already run, and paused. 'mvmctl
+snapshot), re-provisioned, their first exec already run, idle (--keep
+paused: paused). 'mvmctl
 up --template T' takes one from a pool of T when one exists (and 'up --pool
 NAME' explicitly): it gets the user's name, a new hostname, clock, entropy
 and guest key, and is ready in tens of milliseconds; the pool refills in the
@@ -60,7 +61,7 @@ func newPoolCreateCommand(g *globals) *cobra.Command {
 	f.StringVar(&o.Snapshot, "from-snapshot", "", "snapshot the members restore")
 	cmd.MarkFlagsMutuallyExclusive("template", "from-snapshot")
 	f.IntVarP(&o.Size, "size", "n", 1, "how many ready VMs the pool keeps")
-	f.StringVar(&o.Keep, "keep", vm.PoolKeepPaused, "how members wait: paused (no guest CPU; resumed at hand-out) or running")
+	f.StringVar(&o.Keep, "keep", vm.PoolKeepRunning, "how members wait: running (idle; fastest hand-out) or paused (no guest CPU; resumed at hand-out)")
 	f.StringVar(&o.Backend, "backend", "", "backend of the members (default: the snapshot's)")
 	f.BoolVar(&wait, "wait", false, "return once every member is ready")
 	f.DurationVar(&o.Wait, "wait-timeout", 0, "with --wait: give up after this long (default 10m)")
@@ -68,7 +69,8 @@ func newPoolCreateCommand(g *globals) *cobra.Command {
 }
 
 func newPoolLsCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var f listFormat
+	return withFormat(g, &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List warm pools and how full they are",
@@ -82,14 +84,17 @@ func newPoolLsCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if pools == nil {
+				pools = []*vm.PoolStatus{}
+			}
+			for _, p := range pools {
+				p.Members = nil // pool inspect lists them
+			}
 			if g.json {
-				if pools == nil {
-					pools = []*vm.PoolStatus{}
-				}
-				for _, p := range pools {
-					p.Members = nil
-				}
 				return writeJSON(g.stdout, pools)
+			}
+			if f.set() {
+				return f.write(g.stdout, pools)
 			}
 			if len(pools) == 0 {
 				fmt.Fprintln(g.stderr, "No pools. Make one with 'mvmctl pool create NAME --template T --size N'.")
@@ -110,7 +115,7 @@ func newPoolLsCommand(g *globals) *cobra.Command {
 			}
 			return tw.Flush()
 		},
-	}
+	}, &f, vm.PoolStatus{})
 }
 
 func newPoolInspectCommand(g *globals) *cobra.Command {

@@ -13,6 +13,9 @@ import (
 	"github.com/mvm-dev/mvm/internal/store"
 )
 
+// poolQMPTimeout bounds a member's pause and resume (one QMP command).
+const poolQMPTimeout = 10 * time.Second
+
 // errMemberTaken: another hand-out (or the refiller's clean-up) got there
 // first, or the member died; try the next.
 var errMemberTaken = errors.New("pool member taken")
@@ -170,7 +173,10 @@ func (m *Manager) handOut(ctx context.Context, pm *Manager, p *Pool, member stri
 		if !ok {
 			return m.fail(&rec, backend.Unsupported(rec.Backend, "pause/resume"))
 		}
-		if err := pz.Resume(ctx); err != nil {
+		rctx, cancel := context.WithTimeout(ctx, poolQMPTimeout)
+		err := pz.Resume(rctx)
+		cancel()
+		if err != nil {
 			return m.fail(&rec, fmt.Errorf("resume pool member %s: %w", member, err))
 		}
 	}

@@ -31,7 +31,7 @@ const handOutRefillDelay = time.Second
 // terminal, output to the pool's log) and does not wait for it: it exits
 // once the pool is full, and a second one started meanwhile exits at once.
 func (m *Manager) startRefiller(name string, delay time.Duration) error {
-	exe, err := os.Executable()
+	exe, err := m.mvmctl()
 	if err != nil {
 		return err
 	}
@@ -257,7 +257,10 @@ func (m *Manager) addMember(ctx context.Context, pm *Manager, p *Pool) (string, 
 		return fail(fmt.Errorf("first exec: 'true' exited %d", exit.Code))
 	}
 	if p.Keep == PoolKeepPaused {
-		if _, err := pm.Pause(ctx, id); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, poolQMPTimeout)
+		_, err := pm.Pause(pctx, id)
+		cancel()
+		if err != nil {
 			return fail(err)
 		}
 	}

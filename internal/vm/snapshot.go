@@ -198,6 +198,8 @@ func (m *Manager) snapshotInfo(name string, recs []*store.Record) (*Snapshot, er
 			s.UsedBy = append(s.UsedBy, r.Name)
 		}
 	}
+	// A pool's members restore over the snapshot's disks.
+	s.UsedBy = append(s.UsedBy, m.poolsWhere(func(p *Pool) bool { return p.Snapshot == name })...)
 	return s, nil
 }
 
