@@ -340,7 +340,7 @@ func TestAuditTailFollow(t *testing.T) {
 // readOnlyVerbs are the commands that are deliberately not audited.
 var readOnlyVerbs = []string{
 	"ls", "inspect", "logs", "health", "diff", "events", "doctor", "version", "completions",
-	"config show", "image list", "image search", "image info", "cache info",
+	"config show", "config get", "config keys", "image list", "image search", "image info", "cache info",
 	"snapshot ls", "network ls", "network inspect", "audit tail", "audit verify",
 	"security status", "template list", "template info", "template verify", "bench", "pool ls", "pool inspect",
 }

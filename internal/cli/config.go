@@ -14,8 +14,9 @@ import (
 func newConfigCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
-		Short: "Show configuration",
+		Short: "Show and edit configuration (config.toml)",
 	}
+	cmd.AddCommand(configEditCommands(g)...)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show",
 		Short: "Print the effective configuration and where it comes from",

@@ -43,6 +43,9 @@ const (
 	BuiltinImage       = "minimal"
 	BuiltinBootTimeout = 3 * time.Minute
 	BuiltinStopTimeout = 20 * time.Second
+	// BuiltinConsoleIdle is the agent's own default (server.DefaultConsoleIdle;
+	// a test there keeps the two equal).
+	BuiltinConsoleIdle = 15 * time.Minute
 )
 
 // Duration is a time.Duration written as a Go duration string ("90s").
