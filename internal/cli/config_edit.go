@@ -177,4 +177,3 @@ func newConfigKeysCommand(g *globals) *cobra.Command {
 		},
 	}, &f, keyView{})
 }
-
