@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"runtime"
@@ -54,6 +55,8 @@ type Probes struct {
 	GOOS string
 	// KVM reports whether KVM really runs guests, and why.
 	KVM func(ctx context.Context) (bool, string)
+	// HVF reports whether macOS's Hypervisor.framework runs guests, and why.
+	HVF func(ctx context.Context) (bool, string)
 	// MacOSMajor returns the macOS major version (26 for macOS 26).
 	MacOSMajor func(ctx context.Context) (int, error)
 	// Lookup returns a registered backend (Get).
@@ -67,6 +70,7 @@ func HostProbes() Probes {
 	return Probes{
 		GOOS:       runtime.GOOS,
 		KVM:        kvmprobe.Probe,
+		HVF:        kvmprobe.HVF,
 		MacOSMajor: macOSMajor,
 		Lookup:     Get,
 		LookPath:   exec.LookPath,
@@ -85,9 +89,10 @@ func macOSMajor(ctx context.Context) (int, error) {
 // Select picks the backend to run a VM on. With preferred set (--backend or
 // the config's default_backend) it is that backend or an error saying why it
 // cannot run here. Otherwise it follows the seeds' order, decided by probes:
-// usable KVM (Firecracker when installed, else QEMU) → Apple Virtualization
-// (macOS 26+) → a reachable Docker daemon → Lima (macOS) / QEMU with TCG
-// (Linux). Every candidate is probed so the decision explains them all.
+// usable KVM (Firecracker when installed, else QEMU) → a reachable Docker
+// daemon → QEMU with TCG on Linux; Apple Virtualization (macOS 26+) → QEMU
+// with hvf → Docker → Lima → QEMU with TCG on macOS. Every candidate is
+// probed so the decision explains them all.
 func Select(ctx context.Context, preferred string) (Backend, Decision, error) {
 	return HostProbes().Select(ctx, preferred)
 }
@@ -111,43 +116,65 @@ func (p Probes) Select(ctx context.Context, preferred string) (Backend, Decision
 			return b, "KVM usable: " + kvmWhy, err
 		}
 	}
-	steps := []step{
-		{"firecracker", "kvm", func() (Backend, string, error) {
-			if _, err := p.LookPath("firecracker"); err != nil {
-				return nil, "", fmt.Errorf("firecracker not installed")
-			}
-			return needKVM("firecracker")()
-		}},
-		{"qemu", "kvm", needKVM("qemu")},
-		{"applevz", "", func() (Backend, string, error) {
-			if p.GOOS != "darwin" {
-				return nil, "", fmt.Errorf("not macOS")
-			}
-			v, err := p.MacOSMajor(ctx)
-			if err != nil {
-				return nil, "", err
-			}
-			if v < 26 {
-				return nil, "", fmt.Errorf("needs macOS 26 or newer, host has %d", v)
-			}
-			b, err := p.available(ctx, "applevz")
-			return b, fmt.Sprintf("macOS %d", v), err
-		}},
-		{"docker", "", func() (Backend, string, error) {
-			b, err := p.available(ctx, "docker")
-			return b, "daemon reachable", err
-		}},
-	}
+	applevz := step{"applevz", "", func() (Backend, string, error) {
+		if p.GOOS != "darwin" {
+			return nil, "", fmt.Errorf("not macOS")
+		}
+		// Said first: on a Mac new enough for it, "not implemented" is
+		// the answer that matters, not the version.
+		if _, err := p.Lookup("applevz"); err != nil {
+			return nil, "", errors.New("not implemented in this build (Apple Virtualization framework)")
+		}
+		v, err := p.MacOSMajor(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		if v < 26 {
+			return nil, "", fmt.Errorf("needs macOS 26 or newer, host has %d", v)
+		}
+		b, err := p.available(ctx, "applevz")
+		return b, fmt.Sprintf("macOS %d", v), err
+	}}
+	docker := step{"docker", "", func() (Backend, string, error) {
+		b, err := p.available(ctx, "docker")
+		return b, "daemon reachable", err
+	}}
+	tcg := step{"qemu", "tcg", func() (Backend, string, error) {
+		b, err := p.available(ctx, "qemu")
+		why := kvmWhy
+		if p.GOOS == "darwin" {
+			_, why = p.hvf(ctx)
+		}
+		return b, "software emulation (slow but works everywhere); " + accelWord(p.GOOS) + ": " + why, err
+	}}
+	var steps []step
 	if p.GOOS == "darwin" {
-		steps = append(steps, step{"lima", "", func() (Backend, string, error) {
-			b, err := p.available(ctx, "lima")
-			return b, "Linux VM via Lima", err
-		}})
+		// KVM and Firecracker are Linux-only: not listed here.
+		steps = []step{applevz,
+			{"qemu", "hvf", func() (Backend, string, error) {
+				ok, why := p.hvf(ctx)
+				if !ok {
+					return nil, "", fmt.Errorf("hvf not usable: %s", why)
+				}
+				b, err := p.available(ctx, "qemu")
+				return b, "hvf usable: " + why, err
+			}},
+			docker,
+			{"lima", "", func() (Backend, string, error) {
+				b, err := p.available(ctx, "lima")
+				return b, "Linux VM via Lima", err
+			}},
+			tcg}
 	} else {
-		steps = append(steps, step{"qemu", "tcg", func() (Backend, string, error) {
-			b, err := p.available(ctx, "qemu")
-			return b, "software emulation (slow but works everywhere); KVM: " + kvmWhy, err
-		}})
+		steps = []step{
+			{"firecracker", "kvm", func() (Backend, string, error) {
+				if _, err := p.LookPath("firecracker"); err != nil {
+					return nil, "", fmt.Errorf("firecracker not installed")
+				}
+				return needKVM("firecracker")()
+			}},
+			{"qemu", "kvm", needKVM("qemu")},
+			applevz, docker, tcg}
 	}
 
 	var d Decision
@@ -170,6 +197,22 @@ func (p Probes) Select(ctx context.Context, preferred string) (Backend, Decision
 		return nil, d, fmt.Errorf("no usable backend on this host:\n%s", d)
 	}
 	return chosen, d, nil
+}
+
+// hvf is p.HVF, or "not probed" when the probes have none (tests).
+func (p Probes) hvf(ctx context.Context) (bool, string) {
+	if p.HVF == nil {
+		return false, "not probed"
+	}
+	return p.HVF(ctx)
+}
+
+// accelWord names the hardware accelerator of goos.
+func accelWord(goos string) string {
+	if goos == "darwin" {
+		return "hvf"
+	}
+	return "KVM"
 }
 
 // available looks a backend up and probes it; "not implemented" when this
@@ -202,6 +245,8 @@ func (p Probes) selectPreferred(ctx context.Context, name string) (Backend, Deci
 	if name == "qemu" {
 		if ok, why := p.KVM(ctx); ok {
 			c.Mode = "kvm"
+		} else if ok, _ := p.hvf(ctx); ok {
+			c.Mode = "hvf"
 		} else {
 			c.Mode, c.Reason = "tcg", "requested; KVM not usable: "+why
 		}

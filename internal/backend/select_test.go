@@ -23,6 +23,7 @@ func (f *fakeBackend) Open(string) (Handle, error)                 { return nil,
 type host struct {
 	goos        string
 	kvm         bool
+	hvf         bool
 	macOS       int
 	firecracker bool
 	backends    map[string]error // registered backends and their Available result
@@ -36,6 +37,12 @@ func (h host) probes() Probes {
 				return true, "vCPU ran the probe"
 			}
 			return false, "vCPU run failed"
+		},
+		HVF: func(context.Context) (bool, string) {
+			if h.hvf {
+				return true, "kern.hv_support=1"
+			}
+			return false, "kern.hv_support=0"
 		},
 		MacOSMajor: func(context.Context) (int, error) { return h.macOS, nil },
 		Lookup: func(name string) (Backend, error) {
@@ -109,6 +116,32 @@ func TestSelectOrder(t *testing.T) {
 			reasons: map[string]string{"applevz": "needs macOS 26 or newer, host has 15"},
 		},
 		{
+			name: "macOS 26, this build: qemu with hvf",
+			host: host{goos: "darwin", macOS: 26, hvf: true, backends: map[string]error{"qemu": nil, "docker": nil}},
+			want: "qemu (hvf)",
+			reasons: map[string]string{
+				"applevz":    "not implemented in this build (Apple Virtualization framework)",
+				"docker":     "daemon reachable",
+				"lima":       "not implemented",
+				"qemu (tcg)": "hvf: kern.hv_support=1",
+			},
+		},
+		{
+			name: "macOS without hvf: docker",
+			host: host{goos: "darwin", macOS: 15, backends: map[string]error{"qemu": nil, "docker": nil}},
+			want: "docker",
+			reasons: map[string]string{
+				"applevz":    "not implemented in this build",
+				"qemu (hvf)": "hvf not usable: kern.hv_support=0",
+			},
+		},
+		{
+			name:    "macOS, no docker, no hvf: qemu tcg",
+			host:    host{goos: "darwin", macOS: 15, backends: map[string]error{"qemu": nil, "docker": noDocker}},
+			want:    "qemu (tcg)",
+			reasons: map[string]string{"qemu (hvf)": "hvf not usable"},
+		},
+		{
 			name:      "nothing usable",
 			host:      host{goos: "linux", backends: map[string]error{"qemu": errors.New("qemu-system-x86_64 not found")}},
 			wantError: true,
@@ -134,6 +167,7 @@ func TestSelectOrder(t *testing.T) {
 				t.Fatalf("chose %s (backend %s), want %s\n%s", got, b.Name(), tt.want, d)
 			}
 			chosen := 0
+			seen := map[string]bool{}
 			for _, c := range d.Candidates {
 				if c.Chosen {
 					chosen++
@@ -145,8 +179,14 @@ func TestSelectOrder(t *testing.T) {
 				if c.Mode != "" {
 					key += " (" + c.Mode + ")"
 				}
+				seen[key] = true
 				if want, ok := tt.reasons[key]; ok && !strings.Contains(c.Reason, want) {
 					t.Errorf("%s reason %q, want it to contain %q", key, c.Reason, want)
+				}
+			}
+			for key := range tt.reasons {
+				if !seen[key] {
+					t.Errorf("no candidate %s\n%s", key, d)
 				}
 			}
 			if chosen != 1 {

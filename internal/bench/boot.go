@@ -113,7 +113,7 @@ func rawBoot(ctx context.Context, argv []string, serial string) (time.Duration, 
 	_ = os.Remove(serial)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	// Killed by us on every path, and by the kernel if we die first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(syscall.SIGKILL)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	t0 := time.Now()

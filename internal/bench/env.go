@@ -76,7 +76,7 @@ func (e *Env) Run(ctx context.Context, timeout time.Duration, args ...string) (s
 	cmd := exec.CommandContext(ctx, e.Mvmctl, args...)
 	cmd.Env = e.env
 	// Pdeathsig: a bench killed outright does not leave an up running on.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = childAttr(syscall.SIGTERM)
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = killTimeout
 	var stdout, stderr bytes.Buffer

@@ -1,3 +1,7 @@
+//go:build linux
+
+// The agent these tests run in-process is Linux-only (guest code).
+
 package cli
 
 import (

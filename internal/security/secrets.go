@@ -6,13 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/mvm-dev/mvm/internal/audit"
 )
-
-// tmpfsMagic is statfs's f_type of a tmpfs.
-const tmpfsMagic = unix.TMPFS_MAGIC
 
 // checkSecrets: which VMs were given secrets (names only: the host keeps
 // no value anywhere).

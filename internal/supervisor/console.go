@@ -152,7 +152,7 @@ func (c *console) read(vmmGone, hard context.Context) {
 // poller: the edge-triggered poller would wake the process for every byte
 // QEMU sends, even while the reader waits to batch them.
 func dialBlocking(path string) (int, error) {
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	fd, err := socketCloexec(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return -1, err
 	}

@@ -44,7 +44,7 @@ func startHelpers(hs []Helper, log *slog.Logger) (vmmEnds []*os.File, stop func(
 		if len(h.Argv) == 0 {
 			return fail(fmt.Errorf("helper %q: no command line", h.Name))
 		}
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		fds, err := socketpairCloexec(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 		if err != nil {
 			return fail(fmt.Errorf("helper %s: socketpair: %w", h.Name, err))
 		}
@@ -61,7 +61,7 @@ func startHelpers(hs []Helper, log *slog.Logger) (vmmEnds []*os.File, stop func(
 			cmd.Stdout, cmd.Stderr = f, f
 			defer f.Close()
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = childAttr(syscall.SIGKILL)
 		err = cmd.Start()
 		mine.Close()
 		if err != nil {

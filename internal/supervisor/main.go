@@ -214,7 +214,7 @@ func startVMM(cfg Config, listeners []*os.File) (*exec.Cmd, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Own process group, so a signal meant for the supervisor's session
 	// never reaches QEMU by accident and we can signal QEMU's group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = childAttr(syscall.SIGKILL)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", cfg.Argv[0], err)
 	}

@@ -44,6 +44,7 @@ type launch struct {
 	Binary    string // overrides the arch's binary when set
 	Name      string
 	KVM       bool
+	HVF       bool `json:",omitempty"` // macOS Hypervisor.framework; never with KVM
 	ACPI      bool
 	TSCKHz    int // passed as tsc_early_khz under TCG: PIT calibration is flaky there
 	Kernel    string
@@ -145,8 +146,11 @@ func buildArgv(l launch) ([]string, error) {
 	}
 	bin := l.binary()
 	accel, cpu := "tcg", "max"
-	if l.KVM {
+	switch {
+	case l.KVM:
 		accel, cpu = "kvm", "host"
+	case l.HVF:
+		accel, cpu = "hvf", "host"
 	}
 	machine := a.Machine(l.ACPI)
 	if l.MemPath != "" {

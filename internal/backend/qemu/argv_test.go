@@ -103,6 +103,14 @@ func TestBuildArgv(t *testing.T) {
 			absent: []string{"virtserialport", "serial-agent"},
 		},
 		{
+			name: "hvf (macOS)",
+			mod:  func(l *launch) { l.HVF, l.TSCKHz = true, 0 },
+			want: map[string][]string{
+				"-accel": {"hvf"},
+				"-cpu":   {"host"},
+			},
+		},
+		{
 			name: "commas escaped",
 			mod: func(l *launch) {
 				l.Disks = []backend.Disk{{ID: "root", Path: "/a,b/root.img"}}

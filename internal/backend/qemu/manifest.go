@@ -61,7 +61,7 @@ type Manifest struct {
 
 	Arch      string `json:"arch"`
 	Binary    string `json:"binary,omitempty"`
-	Accel     string `json:"accel"` // kvm or tcg; a snapshot restores only on the same
+	Accel     string `json:"accel"` // kvm, hvf or tcg; a snapshot restores only on the same
 	ACPI      bool   `json:"acpi"`
 	TSCKHz    int    `json:"tsc_khz,omitempty"`
 	Kernel    string `json:"kernel"`
@@ -144,7 +144,7 @@ func (m Manifest) validate() error {
 		return errors.New("snapshot names no kernel")
 	case m.CPUs <= 0 || m.MemoryMiB <= 0:
 		return fmt.Errorf("snapshot has invalid shape: %d cpus, %d MiB", m.CPUs, m.MemoryMiB)
-	case m.Accel != "kvm" && m.Accel != "tcg":
+	case m.Accel != "kvm" && m.Accel != "hvf" && m.Accel != "tcg":
 		return fmt.Errorf("snapshot has unknown accelerator %q", m.Accel)
 	case !localName(m.State):
 		return fmt.Errorf("snapshot state file %q is not a plain file name", m.State)
@@ -231,7 +231,7 @@ func writeManifest(dir string, m Manifest) error {
 // caller fills in the per-VM paths and disks.
 func (m Manifest) launchFrom() launch {
 	return launch{
-		Arch: m.Arch, Binary: m.Binary, KVM: m.Accel == "kvm", ACPI: m.ACPI, TSCKHz: m.TSCKHz,
+		Arch: m.Arch, Binary: m.Binary, KVM: m.Accel == "kvm", HVF: m.Accel == "hvf", ACPI: m.ACPI, TSCKHz: m.TSCKHz,
 		Kernel: m.Kernel, Initrd: m.Initrd, Cmdline: m.Cmdline,
 		CPUs: m.CPUs, MemoryMiB: m.MemoryMiB, Transport: m.Transport,
 		NICs: nicPlaceholders(m.NICs),

@@ -54,6 +54,9 @@ func (*Backend) Available(ctx context.Context) error {
 		return fmt.Errorf("qemu backend: unsupported host architecture %s", runtime.GOARCH)
 	}
 	if _, err := exec.LookPath(a.Binary); err != nil {
+		if runtime.GOOS == "darwin" {
+			return fmt.Errorf("qemu backend: %s not found (Homebrew: brew install qemu)", a.Binary)
+		}
 		return fmt.Errorf("qemu backend: %s not found (Debian/Ubuntu: apt install %s)", a.Binary, debPackage())
 	}
 	return nil
@@ -71,6 +74,9 @@ func Accelerator(ctx context.Context) (accel, reason string) {
 	ok, why := kvmprobe.Probe(ctx)
 	if ok {
 		return "kvm", why
+	}
+	if hvf, hwhy := kvmprobe.HVF(ctx); hvf {
+		return "hvf", hwhy
 	}
 	return "tcg", why
 }

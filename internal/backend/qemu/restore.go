@@ -69,6 +69,11 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 			return nil, fmt.Errorf("snapshot was saved under KVM, which is not usable here (%s); a KVM snapshot cannot load under TCG", why)
 		}
 	}
+	if l.HVF {
+		if ok, why := kvmprobe.HVF(ctx); !ok {
+			return nil, fmt.Errorf("snapshot was saved under hvf, which is not usable here (%s)", why)
+		}
+	}
 	if err := prepareDir(spec.Dir); err != nil {
 		return nil, err
 	}

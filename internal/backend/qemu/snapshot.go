@@ -108,7 +108,7 @@ func (h *Handle) snapshot(ctx context.Context, dst string) (err error) {
 		Version: manifestVersion, Backend: Name, Source: l.Name, Created: time.Now().UTC(),
 		QEMUVersion: c.Greeting().Version.String(), QEMUPackage: c.Greeting().Version.Package,
 		WasRunning: wasRunning,
-		Arch:       l.Arch, Binary: l.Binary, Accel: accelName(l.KVM), ACPI: l.ACPI, TSCKHz: l.TSCKHz,
+		Arch:       l.Arch, Binary: l.Binary, Accel: l.accelName(), ACPI: l.ACPI, TSCKHz: l.TSCKHz,
 		Kernel: l.Kernel, Initrd: l.Initrd, Cmdline: l.Cmdline,
 		CPUs: l.CPUs, MemoryMiB: l.MemoryMiB, Transport: l.Transport,
 		State: stateName, SourceArgv: h.rec.Argv,

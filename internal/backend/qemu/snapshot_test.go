@@ -77,7 +77,7 @@ func TestManifestValidate(t *testing.T) {
 		{"backend", func(m *Manifest) { m.Backend = "firecracker" }, "backend"},
 		{"no kernel", func(m *Manifest) { m.Kernel = "" }, "kernel"},
 		{"shape", func(m *Manifest) { m.MemoryMiB = 0 }, "shape"},
-		{"accel", func(m *Manifest) { m.Accel = "hvf" }, "accelerator"},
+		{"accel", func(m *Manifest) { m.Accel = "whpx" }, "accelerator"},
 		{"arch", func(m *Manifest) { m.Arch = "riscv64" }, "architecture"},
 		{"state escapes", func(m *Manifest) { m.State = "../../etc/passwd" }, "plain file"},
 		{"hidden state", func(m *Manifest) { m.State = ".x" }, "plain file"},

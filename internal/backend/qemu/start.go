@@ -54,8 +54,12 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		return nil, err
 	}
 	kvm, _ := kvmprobe.Probe(ctx)
+	hvf := false
+	if !kvm {
+		hvf, _ = kvmprobe.HVF(ctx)
+	}
 	l := launch{
-		Arch: runtime.GOARCH, Name: spec.Name, KVM: kvm, ACPI: true,
+		Arch: runtime.GOARCH, Name: spec.Name, KVM: kvm, HVF: hvf, ACPI: true,
 		Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
 		CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Disks: disks,
 		SerialLog: spec.SerialLog, ConsoleSock: filepath.Join(dir, consoleSock),
@@ -81,7 +85,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if l.MemoryMiB <= 0 {
 		l.MemoryMiB = 512
 	}
-	if !kvm {
+	if !kvm && !hvf {
 		l.TSCKHz = hostTSCKHz()
 	}
 	l.Confine = confinementFor(ctx, l.binary())
@@ -96,7 +100,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if err != nil {
 		return nil, err
 	}
-	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: accelName(l.KVM), Argv: argv, Launch: &l, Publish: proxied(spec)}
+	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: l.accelName(), Argv: argv, Launch: &l, Publish: proxied(spec)}
 	return boot(ctx, dir, rec)
 }
 
@@ -111,9 +115,13 @@ func proxied(spec backend.Spec) []backend.Publish {
 	return nil
 }
 
-func accelName(kvm bool) string {
-	if kvm {
+// accelName is the accelerator as records and snapshot manifests name it.
+func (l launch) accelName() string {
+	switch {
+	case l.KVM:
 		return "kvm"
+	case l.HVF:
+		return "hvf"
 	}
 	return "tcg"
 }
