@@ -62,3 +62,26 @@ func TestEveryListingHasFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestNameCompletions(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // a line of the completion output
+	}{
+		{[]string{"__complete", "up", "--image", ""}, "minimal"},
+		{[]string{"__complete", "up", "--backend", ""}, "qemu"},
+		{[]string{"__complete", "up", "--network", ""}, "none"},
+		{[]string{"__complete", "image", "info", ""}, "minimal"},
+		{[]string{"__complete", "snapshot", "rm", ""}, ":4"},
+		{[]string{"__complete", "network", "inspect", ""}, ":4"},
+		{[]string{"__complete", "config", "set", ""}, "default_cpus"},
+	} {
+		t.Run(strings.Join(tc.args[1:], " "), func(t *testing.T) {
+			t.Setenv("MVM_SHARE_DIR", t.TempDir())
+			code, out, errs := run(t, tc.args...)
+			if code != 0 || !strings.Contains(out, tc.want) {
+				t.Fatalf("exit %d\nstdout %s\nstderr %s\nwant %q", code, out, errs, tc.want)
+			}
+		})
+	}
+}

@@ -154,6 +154,7 @@ guest agent: exec, console, health. No SSH.`,
 		newPoolCommand(g),
 	)
 	markRuntime(root)
+	registerNameCompletions(g, root)
 	return root
 }
 
