@@ -438,7 +438,7 @@ func newNetworkPruneCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := m.Networks().Reconcile(cmd.Context(), m.Store.Exists); err != nil {
+			if err := m.Networks().Reconcile(cmd.Context(), m.VMExists); err != nil {
 				return err
 			}
 			removed, err := m.Networks().Prune(cmd.Context())

@@ -441,6 +441,12 @@ func (m *Manager) PoolRemove(ctx context.Context, name string) error {
 	return nil
 }
 
+// VMExists says whether name is a VM: the user's, or a pool's member
+// (network reconciliation must not detach members).
+func (m *Manager) VMExists(name string) bool {
+	return m.Store.Exists(name) || m.poolVMs().Store.Exists(name)
+}
+
 // PoolOf returns the name of a pool made from template tpl, "" if none.
 func (m *Manager) PoolOf(tpl string) string {
 	ents, _ := os.ReadDir(m.poolsDir())

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
 	"github.com/mvm-dev/mvm/internal/backend"
+	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/store"
 )
 
@@ -180,7 +181,22 @@ func (m *Manager) handOut(ctx context.Context, pm *Manager, p *Pool, member stri
 			return m.fail(&rec, fmt.Errorf("resume pool member %s: %w", member, err))
 		}
 	}
-	res, err := m.postRestore(ctx, h, proto.PostRestoreRequest{Hostname: rec.Name}, m.bootTimeout(o.BootTimeout))
+	req := proto.PostRestoreRequest{Hostname: rec.Name}
+	// The member keeps its address and MAC (its own since its restore,
+	// never another VM's); the network now knows it by the user's name,
+	// and the guest's hosts file says so.
+	if n := rec.Net; n != nil && n.Network != network.ModeNone {
+		if n.Network == network.ModeUser {
+			req.Network = network.UserLease(rec.Name, nil).Guest()
+		} else {
+			lease, err := m.Networks().Rename(ctx, n.Network, member, rec.Name)
+			if err != nil {
+				return m.fail(&rec, fmt.Errorf("network: %w", err))
+			}
+			req.Network = lease.Guest()
+		}
+	}
+	res, err := m.postRestore(ctx, h, req, m.bootTimeout(o.BootTimeout))
 	if err != nil {
 		return m.fail(&rec, fmt.Errorf("hand-out of %s from pool %s: %w", member, p.Name, err))
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/gofrs/flock"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
-	"github.com/mvm-dev/mvm/internal/network"
 	"github.com/mvm-dev/mvm/internal/store"
 )
 
@@ -191,7 +190,7 @@ func (m *Manager) PoolRefill(ctx context.Context, name string, delay time.Durati
 		if err != nil {
 			failures++
 			m.Log.Error("pool member failed", "pool", name, "member", member, "err", err, "failures", failures)
-			if failures >= refillMaxFailures || errors.Is(err, errPoolUnsupported) {
+			if failures >= refillMaxFailures {
 				return fmt.Errorf("pool %s: %w", name, err)
 			}
 			select {
@@ -205,9 +204,6 @@ func (m *Manager) PoolRefill(ctx context.Context, name string, delay time.Durati
 		m.Log.Info("pool member ready", "pool", name, "member", member, "seconds", time.Since(start).Seconds())
 	}
 }
-
-// errPoolUnsupported marks a pool that can never be filled as asked.
-var errPoolUnsupported = errors.New("not supported for a pool")
 
 // addMember makes one member: restore (post-restore gives it its own keys
 // and the user's host key), the first exec (warms the agent's exec path
@@ -238,14 +234,8 @@ func (m *Manager) addMember(ctx context.Context, pm *Manager, p *Pool) (string, 
 		}
 		return id, err
 	}
-	rec, err := pm.Up(ctx, o)
-	if err != nil {
+	if _, err := pm.Up(ctx, o); err != nil {
 		return fail(err)
-	}
-	// A bridged VM's address, MAC and TAP are named after the VM, and a
-	// hand-out cannot rename them under a running QEMU yet.
-	if rec.Net != nil && rec.Net.Mode == network.ModeBridge {
-		return fail(fmt.Errorf("%w: members on bridged network %s (make the template's snapshot with --network none or user)", errPoolUnsupported, rec.Net.Network))
 	}
 	xctx, cancel := context.WithTimeout(ctx, time.Minute)
 	exit, err := pm.Exec(xctx, id, proto.ExecRequest{Argv: []string{"true"}}, nil, io.Discard, io.Discard)

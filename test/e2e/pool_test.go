@@ -212,3 +212,63 @@ func TestPool(t *testing.T) {
 		}
 	})
 }
+
+// TestPoolNetwork: members on a bridged network. A hand-out keeps the
+// member's own address and MAC (none another VM has), and the network and
+// the guest now know it by the user's name: DNS, /etc/hosts, hostname.
+// Nothing is left on the host after pool rm, rm and network rm.
+func TestPoolNetwork(t *testing.T) {
+	l := newNetLab(t)
+	before := l.hostState(t)
+	const tpl, pool = "pnet", "pnet-pool"
+	// Registered after the lab's: runs before its clean-up.
+	t.Cleanup(func() {
+		l.run(t, 2*time.Minute, "pool", "rm", pool)
+		l.run(t, time.Minute, "template", "delete", "-f", tpl)
+	})
+	l.must(t, time.Minute, "network", "create", "isolated")
+	l.must(t, bootTimeout, "up", "--backend", "qemu", "--name", "peer", "--network", "isolated")
+	l.must(t, time.Minute, "template", "create", tpl, "--from", "minimal", "--memory", "128M", "--backend", "qemu", "--network", "isolated")
+	l.must(t, 10*time.Minute, "template", "build", tpl, "--snapshot")
+	l.must(t, 5*time.Minute, "pool", "create", pool, "--template", tpl, "--size", "1", "--wait")
+	r := l.must(t, 2*time.Minute, "up", "--template", tpl, "--name", "h", "--json")
+	if !strings.Contains(r.stdout, `"from_pool": "`+pool+`"`) {
+		t.Fatalf("not handed out from the pool: %s", r)
+	}
+	ip := l.vmIP(t, "h")
+	if ip == "" || ip == l.vmIP(t, "peer") {
+		t.Fatalf("hand-out's address %q (peer %q)", ip, l.vmIP(t, "peer"))
+	}
+	if r := l.sh(t, "h", "hostname; cat /etc/hosts; ip -4 addr show eth0"); !strings.HasPrefix(r.stdout, "h\n") ||
+		!strings.Contains(r.stdout, ip+" h.isolated h") || !strings.Contains(r.stdout, ip+"/") || strings.Contains(r.stdout, pool+"-") {
+		t.Fatalf("hand-out's identity:\n%s", r)
+	}
+	if r := l.nslookup(t, "peer", "h"); !strings.Contains(r.stdout, ip) {
+		t.Fatalf("h does not resolve to %s:\n%s", ip, r)
+	}
+	if r := l.sh(t, "h", "ping -c1 -W5 peer"); r.code != 0 {
+		t.Fatalf("h cannot reach its peer by name:\n%s", r)
+	}
+	// The refill restores onto the network with an address of its own.
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		var p poolInfo
+		r := l.must(t, time.Minute, "pool", "inspect", pool, "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+			t.Fatal(err)
+		}
+		if p.Ready == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool did not refill: %+v", p)
+		}
+	}
+	l.must(t, 2*time.Minute, "pool", "rm", pool)
+	l.must(t, time.Minute, "rm", "-f", "h", "peer")
+	l.must(t, time.Minute, "template", "delete", tpl)
+	// Refused while any attachment (a leaked member's) remains.
+	l.must(t, time.Minute, "network", "rm", "isolated")
+	if after := l.hostState(t); after != before {
+		t.Fatalf("host state changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
