@@ -152,6 +152,8 @@ guest agent: exec, console, health. No SSH.`,
 		newKeyCommand(g),
 		newBenchCommand(g),
 		newPoolCommand(g),
+		newInitCommand(g),
+		newDevCommand(g),
 	)
 	markRuntime(root)
 	registerNameCompletions(g, root)
