@@ -12,6 +12,7 @@ import (
 
 	// Backends register themselves.
 	_ "github.com/mvm-dev/mvm/internal/backend/docker"
+	_ "github.com/mvm-dev/mvm/internal/backend/firecracker"
 	_ "github.com/mvm-dev/mvm/internal/backend/qemu"
 )
 

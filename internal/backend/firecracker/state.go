@@ -1,0 +1,39 @@
+package firecracker
+
+import (
+	"path/filepath"
+
+	"github.com/mvm-dev/mvm/internal/backend"
+)
+
+// Files in the VM directory owned by this backend.
+const (
+	apiSock   = "fc.sock"
+	vsockSock = "v.sock"
+	fcLog     = "firecracker.log"
+	vmlinux   = "vmlinux"
+)
+
+// guestCID is the guest's vsock CID. Firecracker's vsock is per process
+// (hybrid, over unix sockets), so every VM can use the same one.
+const guestCID = 3
+
+// record is what a fresh process needs to rebuild a Handle.
+type record struct {
+	Backend string         `json:"backend"`
+	Binary  string         `json:"binary"`
+	Version string         `json:"version"`
+	Argv    []string       `json:"argv"`
+	Disks   []backend.Disk `json:"disks"`
+	// AgentPort is the guest's vsock port of the agent.
+	AgentPort uint32 `json:"agent_port"`
+}
+
+func (h *Handle) path(f string) string { return filepath.Join(h.dir, f) }
+
+func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }
+
+func readRecord(dir string) (record, error) {
+	var r record
+	return r, backend.LoadRecord(dir, Name, &r)
+}
