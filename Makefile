@@ -32,8 +32,9 @@ demo: setup build
 # Everything CI runs: lint, unit tests, and e2e tests that boot real VMs.
 test: setup build lint
 	$(GO) test -count=1 -timeout 75m ./...
-	@# One short run of the boot bench, so a bench can never silently rot.
+	@# One short run of the boot and pool benches, so a bench can never silently rot.
 	$(BIN)/mvmctl bench boot -n 1
+	$(BIN)/mvmctl bench pool -n 1
 	./bench/template/run.sh -n 1
 	@# Every fuzz target for a fixed count of executions: a decoder of
 	@# guest or registry bytes that panics fails CI.

@@ -11,8 +11,8 @@ import (
 // 3% of a cold up → first exec (under TCG, where a cold boot is seconds).
 const PoolTarget = 0.03
 
-// poolSize is the bench pool's size: one to hand out, one spare.
-const poolSize = 2
+// poolSize is the bench pool's size, the "pool of 3".
+const poolSize = 3
 
 // poolFillTimeout bounds waiting for the pool to refill between runs.
 const poolFillTimeout = 10 * time.Minute

@@ -30,7 +30,7 @@ with it, with nearest-rank p50/p95/p99, the ratio of the p50s and the target:
            exec true on the Docker backend vs docker exec on the same
            container (target ≤ 0.30×; skipped, with the reason, when Docker
            is not usable)
-  pool     up --pool (a member of a warm pool of 2 handed out) → first
+  pool     up --pool (a member of a warm pool of 3 handed out) → first
            exec vs cold up → first exec (target ≤ 0.03×), and vs a local
            up --from-snapshot → first exec (no target)
   all      every one (the default)

@@ -438,6 +438,7 @@ func (m *Manager) PoolRemove(ctx context.Context, name string) error {
 		}
 	}
 	_ = os.Remove(m.refillLockPath(name))
+	_ = os.Remove(m.poolLockPath(name)) // as store.Remove does a VM's
 	return nil
 }
 

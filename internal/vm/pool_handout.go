@@ -129,6 +129,7 @@ func (m *Manager) upPooled(ctx context.Context, o *UpOptions, start time.Time) (
 // hostname, clock, entropy and a fresh guest key (so no two hand-outs of
 // one pool, nor a member and its template, share a key), then secrets.
 func (m *Manager) handOut(ctx context.Context, pm *Manager, p *Pool, member string, o UpOptions, pr *progress) (*store.Record, error) {
+	t0 := time.Now()
 	ml := flock.New(pm.Store.LockPath(member))
 	got, err := ml.TryLock()
 	if err != nil || !got {
@@ -196,6 +197,7 @@ func (m *Manager) handOut(ctx context.Context, pm *Manager, p *Pool, member stri
 			req.Network = lease.Guest()
 		}
 	}
+	t1 := time.Now()
 	res, err := m.postRestore(ctx, h, req, m.bootTimeout(o.BootTimeout))
 	if err != nil {
 		return m.fail(&rec, fmt.Errorf("hand-out of %s from pool %s: %w", member, p.Name, err))
@@ -208,11 +210,13 @@ func (m *Manager) handOut(ctx context.Context, pm *Manager, p *Pool, member stri
 			return m.fail(&rec, err)
 		}
 	}
+	t2 := time.Now()
 	rec.State = string(backend.StateRunning)
 	rec.Started = time.Now().UTC()
 	if err := m.Store.Put(&rec); err != nil {
 		return nil, err
 	}
+	m.Log.Debug("hand-out", "vm", rec.Name, "member", member, "claim", t1.Sub(t0), "post_restore", t2.Sub(t1), "record", time.Since(t2))
 	pr.emit("ready", fmt.Sprintf("%s is running (from pool %s in %.3fs)", rec.Name, p.Name, time.Since(pr.start).Seconds()))
 	return &rec, nil
 }

@@ -178,7 +178,7 @@ func (m *Manager) TemplateBuild(ctx context.Context, name string, o TemplateBuil
 	if err != nil {
 		return nil, err
 	}
-	if users := m.TemplateUsers(name); len(users) > 0 {
+	if users := append(m.TemplateUsers(name), m.poolUsers(name)...); len(users) > 0 {
 		return nil, fmt.Errorf("template %q is used by VMs %s: remove them before rebuilding it", name, strings.Join(users, ", "))
 	}
 	p := &progress{fn: o.Progress, vm: name, start: time.Now()}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -85,16 +86,29 @@ func TestPool(t *testing.T) {
 	if r := mvm(t, time.Minute, "", "template", "delete", tpl); r.code == 0 || !strings.Contains(r.stderr, "pool "+pool) {
 		t.Fatalf("template delete while a pool uses it: %s", r)
 	}
-	memberDirs := map[string]string{}
+	memberDirs, memberPins := map[string]string{}, map[string]string{}
 	for _, m := range before.Members {
 		memberDirs[m.Dir] = m.Name
+		memberPins[m.Dir] = guestPin(t, m.Dir)
 	}
 
 	pins := map[string]string{}
 	t.Run("hand-out", func(t *testing.T) {
-		for _, name := range vms[:2] {
-			r := must(t, 2*time.Minute, "up", "--template", tpl, "--name", name, "--backend", "qemu", "--json")
-			if !strings.Contains(r.stdout, `"from_pool": "`+pool+`"`) && !strings.Contains(r.stdout, `"from_pool":"`+pool+`"`) {
+		// Two at once: each takes a member of its own.
+		ups := make([]result, 2)
+		var wg sync.WaitGroup
+		for i, name := range vms[:2] {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ups[i] = mvm(t, 2*time.Minute, "", "up", "--template", tpl, "--name", name, "--backend", "qemu", "--json")
+			}()
+		}
+		wg.Wait()
+		dirs := map[string]bool{}
+		for i, name := range vms[:2] {
+			r := ups[i]
+			if r.code != 0 || !strings.Contains(r.stdout, `"from_pool": "`+pool+`"`) {
 				t.Fatalf("up --template with a pool did not hand out: %s", r)
 			}
 			out := must(t, time.Minute, "exec", name, "--", "hostname")
@@ -112,6 +126,13 @@ func TestPool(t *testing.T) {
 				t.Fatal(err)
 			}
 			pins[name] = guestPin(t, insp.Record.Dir)
+			if memberDirs[insp.Record.Dir] == "" || dirs[insp.Record.Dir] {
+				t.Fatalf("%s runs from %s: not one of the members %v, or another hand-out's", name, insp.Record.Dir, memberDirs)
+			}
+			dirs[insp.Record.Dir] = true
+			if pins[name] == memberPins[insp.Record.Dir] {
+				t.Fatalf("%s kept its member's guest key: the hand-out did not rotate it", name)
+			}
 		}
 		if pins[vms[0]] == pins[vms[1]] {
 			t.Fatalf("two hand-outs share a guest key")
