@@ -19,7 +19,8 @@ func backends() []string {
 }
 
 // knownBackends are the backends with a conformance obligation.
-var knownBackends = []string{"qemu", "docker"}
+// firecracker runs against the stand-in VMM here (main_test.go).
+var knownBackends = []string{"qemu", "docker", "firecracker"}
 
 func forEachBackend(t *testing.T, f func(t *testing.T, backend string)) {
 	skip := map[string]bool{}

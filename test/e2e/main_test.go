@@ -52,6 +52,21 @@ func run(m *testing.M) int {
 		}
 	}
 	mvmctl = filepath.Join(bin, "mvmctl")
+	// The firecracker backend runs against the stand-in VMM (Firecracker's
+	// API, the guest on QEMU) unless MVM_E2E_FIRECRACKER=real asks for the
+	// firecracker on PATH (scripts/kvm-host-check.sh) or the caller names
+	// a binary in MVM_FIRECRACKER_BIN.
+	standin := filepath.Join(bin, "fcstandin")
+	build := exec.Command("go", "build", "-o", standin, "./test/fcstandin")
+	build.Dir = repo
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build the firecracker stand-in: %v\n%s", err, out)
+		return 1
+	}
+	var fcEnv []string
+	if os.Getenv("MVM_E2E_FIRECRACKER") != "real" && os.Getenv("MVM_FIRECRACKER_BIN") == "" {
+		fcEnv = append(fcEnv, "MVM_FIRECRACKER_BIN="+standin)
+	}
 	// The image cache may be shared between runs (CI keeps it warm); VM state
 	// is always fresh.
 	cache := os.Getenv("MVM_E2E_CACHE")
@@ -73,6 +88,7 @@ func run(m *testing.M) int {
 		"MVM_CONFIG_DIR="+filepath.Join(rootDir, "config"),
 		"MVM_SHARE_DIR="+filepath.Join(rootDir, "share"),
 	)
+	baseEnv = append(baseEnv, fcEnv...)
 	code := m.Run()
 	// Leave no VM behind, whatever failed.
 	cmd := exec.Command(mvmctl, "ls", "-a", "--json")
