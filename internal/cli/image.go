@@ -190,7 +190,7 @@ func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
 		Arch:      runtime.GOARCH,
 		Progress: func(s string) {
 			now := time.Now()
-			pp.event(vm.Event{Time: now, Stage: "image", Message: r.Name + ": " + s, Elapsed: now.Sub(start).Seconds()})
+			pp.event(vm.Event{Time: now, Stage: "image", Message: r.Name + ": " + image.StageLabel(s), Elapsed: now.Sub(start).Seconds()})
 		},
 	})
 	pp.done()

@@ -220,6 +220,10 @@ type byteBar struct {
 	on    bool
 	last  time.Time
 	width int
+	// The current phase, when it began and the count it began at.
+	phase artifact.Phase
+	began time.Time
+	from  int64
 }
 
 func newByteBar(g *globals) *byteBar {
@@ -236,6 +240,16 @@ func (b *byteBar) update(p artifact.Progress) {
 		return
 	}
 	b.last = time.Now()
+	if p.Phase != b.phase {
+		// Rate and ETA are per phase: packing, uploading and unpacking
+		// move at very different speeds.
+		b.phase, b.began, b.from = p.Phase, b.last, p.Done
+	}
+	eta := ""
+	if el := b.last.Sub(b.began).Seconds(); el >= 1 && p.Done > b.from && p.Done < p.Total {
+		rate := float64(p.Done-b.from) / el
+		eta = fmt.Sprintf(" %s/s ETA %s", humanBytes(int64(rate)), time.Duration(float64(p.Total-p.Done)/rate*float64(time.Second)).Round(time.Second))
+	}
 	pct := 0
 	if p.Total > 0 {
 		pct = int(p.Done * 100 / p.Total)
@@ -246,8 +260,8 @@ func (b *byteBar) update(p artifact.Progress) {
 	if len(file) > 28 {
 		file = "…" + file[len(file)-27:]
 	}
-	line := fmt.Sprintf("%-8s [%s%s] %3d%% %s/%s %s", p.Phase, strings.Repeat("=", fill), strings.Repeat(" ", cells-fill),
-		pct, humanBytes(p.Done), humanBytes(p.Total), file)
+	line := fmt.Sprintf("%-8s [%s%s] %3d%% %s/%s%s %s", p.Phase, strings.Repeat("=", fill), strings.Repeat(" ", cells-fill),
+		pct, humanBytes(p.Done), humanBytes(p.Total), eta, file)
 	pad := ""
 	if n := b.width - len(line); n > 0 {
 		pad = strings.Repeat(" ", n)

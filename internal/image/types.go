@@ -3,7 +3,10 @@
 // artifacts are immutable: VMs boot from a copy-on-write overlay of them.
 package image
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+)
 
 // builderVersion is mixed into every digest; bump it whenever the builder's
 // output for the same inputs changes.
@@ -33,6 +36,21 @@ type BuildOptions struct {
 	// Vmlinux also provides the uncompressed kernel (Artifacts.Vmlinux) for
 	// VMMs that cannot boot a bzImage; made once per entry, on first request.
 	Vmlinux bool
+}
+
+// buildStages are the stages of a build, in order (Progress sees others
+// too: cached, lock, vmlinux, bootstrap, …).
+var buildStages = []string{"kernel", "initramfs", "rootfs", "finalize"}
+
+// StageLabel is stage as a progress line shows it: a build stage with its
+// place among them ("[3/4] rootfs"), any other as it is.
+func StageLabel(stage string) string {
+	for i, s := range buildStages {
+		if s == stage {
+			return fmt.Sprintf("[%d/%d] %s", i+1, len(buildStages), stage)
+		}
+	}
+	return stage
 }
 
 func (o BuildOptions) progress(stage string) {

@@ -153,7 +153,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 			CacheDir:  m.Dirs.ImagesDir(),
 			AgentPath: agentPath,
 			Arch:      runtime.GOARCH,
-			Progress:  func(s string) { p.emit("image", s) },
+			Progress:  func(s string) { p.emit("image", "image "+recipe.Name+": "+image.StageLabel(s)) },
 		})
 		if err != nil {
 			return m.fail(rec, fmt.Errorf("build image %s: %w", recipe.Name, err))
