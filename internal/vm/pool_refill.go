@@ -126,16 +126,52 @@ func (m *Manager) PoolRefill(ctx context.Context, name string, delay time.Durati
 	if err := os.MkdirAll(filepath.Dir(m.refillLockPath(name)), 0o700); err != nil {
 		return err
 	}
-	l := flock.New(m.refillLockPath(name))
-	got, err := l.TryLock()
+	for {
+		l := flock.New(m.refillLockPath(name))
+		got, err := l.TryLock()
+		if err != nil {
+			return fmt.Errorf("pool %s: refill lock: %w", name, err)
+		}
+		if !got {
+			m.Log.Debug("another refiller runs", "pool", name)
+			return nil
+		}
+		err = m.refillLocked(ctx, name, delay)
+		_ = l.Unlock()
+		if err != nil {
+			return err
+		}
+		// A hand-out whose refiller found the lock held, and left, took its
+		// member before that: a count now, unlocked, sees it.
+		if !m.poolShort(ctx, name) {
+			return nil
+		}
+		delay = 0
+	}
+}
+
+// poolShort says whether a pool (not being removed) has fewer live
+// members than its size.
+func (m *Manager) poolShort(ctx context.Context, name string) bool {
+	p, err := m.GetPool(name)
+	if err != nil || p.Removing {
+		return false
+	}
+	members, err := m.poolMembers(name)
 	if err != nil {
-		return fmt.Errorf("pool %s: refill lock: %w", name, err)
+		return false
 	}
-	if !got {
-		m.Log.Debug("another refiller runs", "pool", name)
-		return nil
+	pm, live := m.poolVMs(), 0
+	for _, r := range members {
+		if m.memberState(ctx, pm, r) != "failed" {
+			live++
+		}
 	}
-	defer l.Unlock()
+	return live < p.Size
+}
+
+// refillLocked fills the pool; the caller holds the refill lock.
+func (m *Manager) refillLocked(ctx context.Context, name string, delay time.Duration) error {
 	pidText := strconv.Itoa(os.Getpid())
 	if err := store.WriteFileAtomic(m.refillPidFile(name), []byte(pidText+"\n"), 0o600); err != nil {
 		return err
