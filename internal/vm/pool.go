@@ -199,8 +199,13 @@ func (m *Manager) PoolCreate(ctx context.Context, o PoolCreateOptions) (*PoolSta
 		return nil, fmt.Errorf("--keep %q: use %s or %s", o.Keep, PoolKeepPaused, PoolKeepRunning)
 	}
 	if o.Template != "" {
-		if _, err := m.Templates().Get(o.Template); err != nil {
+		t, err := m.Templates().Get(o.Template)
+		if err != nil {
 			return nil, err
+		}
+		// Every member would publish them while it waits: the second clashes.
+		if len(t.Defaults.Publish) > 0 {
+			return nil, fmt.Errorf("template %s publishes ports (%s): its members would clash on them; a pool needs a template without -p defaults", t.Name, strings.Join(t.Defaults.Publish, ", "))
 		}
 	} else if _, err := m.GetSnapshot(o.Snapshot); err != nil {
 		return nil, err

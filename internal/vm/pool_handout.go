@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -80,6 +82,20 @@ func (m *Manager) upPooled(ctx context.Context, o *UpOptions, start time.Time) (
 	}
 	if p.Removing {
 		return nil, true, fmt.Errorf("pool %s is being removed", p.Name)
+	}
+	// Members wait without secrets; the template's are due at hand-out.
+	if p.Template != "" {
+		if t, err := m.Templates().Get(p.Template); err == nil {
+			var missing []string
+			for _, s := range t.Defaults.Secrets {
+				if !slices.ContainsFunc(o.Secrets, func(x proto.Secret) bool { return x.Name == s }) {
+					missing = append(missing, s)
+				}
+			}
+			if len(missing) > 0 {
+				return nil, true, fmt.Errorf("template %s expects secrets %s: give each with --secret NAME=@FILE or --secret NAME=env:VAR", t.Name, strings.Join(missing, ", "))
+			}
+		}
 	}
 	// Whatever happens, the pool refills behind this up.
 	defer func() {

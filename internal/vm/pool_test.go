@@ -12,6 +12,7 @@ import (
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/store"
+	"github.com/mvm-dev/mvm/internal/template"
 )
 
 func TestValidatePoolName(t *testing.T) {
@@ -140,10 +141,16 @@ func TestPoolCreateValidates(t *testing.T) {
 	root := t.TempDir()
 	m := New(paths.Dirs{State: root, Config: filepath.Join(root, "c"), Share: filepath.Join(root, "sh"), Cache: filepath.Join(root, "ca")}, &config.Config{}, nil)
 	ctx := context.Background()
+	pub := &template.Template{Name: "pub", Image: "minimal", Defaults: template.Defaults{Publish: []string{"127.0.0.1:8080:80/tcp"}}}
+	if err := m.Templates().Put(pub); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		o    PoolCreateOptions
 		want string
 	}{
+		{PoolCreateOptions{Name: "p", Template: "pub", Size: 2}, "publishes ports"},
+		{PoolCreateOptions{Name: "p", Template: "nope", Size: 2}, "nope"},
 		{PoolCreateOptions{Name: "p", Size: 1}, "exactly one of"},
 		{PoolCreateOptions{Name: "p", Template: "t", Snapshot: "s", Size: 1}, "exactly one of"},
 		{PoolCreateOptions{Name: "p", Template: "t", Size: 0}, "--size 0"},

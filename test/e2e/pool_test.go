@@ -73,7 +73,11 @@ func TestPool(t *testing.T) {
 		mvm(t, time.Minute, "", "pool", "rm", pool)
 		mvm(t, time.Minute, "", "template", "delete", "-f", tpl)
 	})
-	must(t, time.Minute, "template", "create", tpl, "--from", "minimal", "--memory", "128M", "--backend", "qemu", "--network", "none")
+	must(t, time.Minute, "template", "create", tpl, "--from", "minimal", "--memory", "128M", "--backend", "qemu", "--network", "none", "--expect-secret", "tok")
+	secret := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(secret, []byte("s3cret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	must(t, 10*time.Minute, "template", "build", tpl, "--snapshot")
 	must(t, 5*time.Minute, "pool", "create", pool, "--template", tpl, "--size", "2", "--backend", "qemu", "--wait")
 	before := inspectPool(t, pool)
@@ -92,6 +96,10 @@ func TestPool(t *testing.T) {
 		memberPins[m.Dir] = guestPin(t, m.Dir)
 	}
 
+	// Members wait without the template's secrets; a hand-out needs them.
+	if r := mvm(t, time.Minute, "", "up", "--template", tpl, "--name", "e2e-pool-x"); r.code == 0 || !strings.Contains(r.stderr, "tok") {
+		t.Fatalf("hand-out without the template's secret: %s", r)
+	}
 	pins := map[string]string{}
 	t.Run("hand-out", func(t *testing.T) {
 		// Two at once: each takes a member of its own.
@@ -101,7 +109,7 @@ func TestPool(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				ups[i] = mvm(t, 2*time.Minute, "", "up", "--template", tpl, "--name", name, "--backend", "qemu", "--json")
+				ups[i] = mvm(t, 2*time.Minute, "", "up", "--template", tpl, "--name", name, "--backend", "qemu", "--json", "--secret", "tok=@"+secret)
 			}()
 		}
 		wg.Wait()
@@ -111,9 +119,9 @@ func TestPool(t *testing.T) {
 			if r.code != 0 || !strings.Contains(r.stdout, `"from_pool": "`+pool+`"`) {
 				t.Fatalf("up --template with a pool did not hand out: %s", r)
 			}
-			out := must(t, time.Minute, "exec", name, "--", "hostname")
-			if got := strings.TrimSpace(out.stdout); got != name {
-				t.Fatalf("hostname of %s: %q", name, got)
+			out := must(t, time.Minute, "exec", name, "--", "sh", "-c", "hostname; cat /run/secrets/tok")
+			if got := strings.Fields(out.stdout); len(got) != 2 || got[0] != name || got[1] != "s3cret" {
+				t.Fatalf("hostname and secret of %s: %q", name, out.stdout)
 			}
 			var insp struct {
 				Record struct {
@@ -163,7 +171,7 @@ func TestPool(t *testing.T) {
 
 	t.Run("refiller-killed", func(t *testing.T) {
 		// A hand-out starts the refiller; kill it -9 while it restores.
-		must(t, 2*time.Minute, "up", "--pool", pool, "--name", vms[2])
+		must(t, 2*time.Minute, "up", "--pool", pool, "--name", vms[2], "--secret", "tok=@"+secret)
 		deadline := time.Now().Add(30 * time.Second)
 		var p poolInfo
 		for {
