@@ -93,6 +93,9 @@ func newLsCommand(g *globals) *cobra.Command {
 				} else {
 					fmt.Fprintln(g.stderr, "No running VMs ('mvmctl ls -a' shows stopped ones; start one with 'mvmctl up').")
 				}
+				if n := m.PooledCount(); n > 0 {
+					fmt.Fprintf(g.stderr, "(%d wait in warm pools: 'mvmctl pool ls')\n", n)
+				}
 				return nil
 			}
 			tw := newTable(g.stdout)
@@ -119,7 +122,14 @@ func newLsCommand(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dMiB\t%s\t%s\t%s\t%s\t%s\n", it.Name, state, it.Backend, it.Image, it.CPUs, it.MemoryMiB, pid, netName, ip, ports, age(it.Created))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// Pooled VMs are not the user's until handed out: counted apart.
+			if n := m.PooledCount(); n > 0 {
+				fmt.Fprintf(g.stderr, "(%d more wait in warm pools: 'mvmctl pool ls')\n", n)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVarP(&all, "all", "a", false, "include stopped VMs")

@@ -447,6 +447,20 @@ func (m *Manager) PoolRemove(ctx context.Context, name string) error {
 	return nil
 }
 
+// PooledCount is how many directories the member store holds that are
+// not handed out (cheap: no VMM is asked).
+func (m *Manager) PooledCount() int {
+	pm := m.poolVMs()
+	recs, _ := pm.Store.List()
+	n := 0
+	for _, r := range recs {
+		if r.Name == filepath.Base(r.Dir) {
+			n++
+		}
+	}
+	return n
+}
+
 // VMExists says whether name is a VM: the user's, or a pool's member
 // (network reconciliation must not detach members).
 func (m *Manager) VMExists(name string) bool {

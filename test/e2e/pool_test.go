@@ -87,6 +87,9 @@ func TestPool(t *testing.T) {
 	if ls := must(t, time.Minute, "ls", "-a", "--json"); strings.Contains(ls.stdout, pool+"-") {
 		t.Fatalf("pooled VMs in ls: %s", ls.stdout)
 	}
+	if ls := must(t, time.Minute, "ls", "-a"); strings.Contains(ls.stdout, pool+"-") || !strings.Contains(ls.stderr, "2 wait in warm pools") {
+		t.Fatalf("ls with a full pool: %s", ls)
+	}
 	if r := mvm(t, time.Minute, "", "template", "delete", tpl); r.code == 0 || !strings.Contains(r.stderr, "pool "+pool) {
 		t.Fatalf("template delete while a pool uses it: %s", r)
 	}
