@@ -1,4 +1,6 @@
-# mvm — build, demo and test entry points. See README.md.
+# mvm — build, demo, test and release entry points. See README.md.
+# `make help` lists every target: each is documented by the "## " comment on
+# its line, so a target without one shows up as undocumented.
 SHELL := /bin/bash
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 export GOTOOLCHAIN ?= auto
@@ -9,28 +11,38 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # Executions per fuzz target in `make test` (`make fuzz` runs 20000 each).
 CI_FUZZ_EXECS ?= 3000
 
-.PHONY: all setup build demo test unit e2e lint bench bench-net fuzz clean
+DIST := dist
 
-all: build
+.PHONY: all help setup build run demo test ci test-pkg test-filter unit e2e fmt lint bench bench-net fuzz release-build release docs clean
 
-setup:
+all: build ## Same as build
+
+help: ## List every target with what it does
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z0-9_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+	@undoc=$$(grep -oE '^[a-zA-Z0-9_-]+:' $(MAKEFILE_LIST) | tr -d : | sort -u | while read -r t; do grep -qE "^$$t:.*## " $(MAKEFILE_LIST) || echo "$$t"; done); \
+		if [ -n "$$undoc" ]; then echo "undocumented targets: $$undoc" >&2; exit 1; fi
+
+setup: ## Install what builds and tests need (scripts/setup.sh; sudo when not root)
 	./scripts/setup.sh
 
-build:
+build: ## Build bin/mvmctl, bin/mvm-agent and bin/mvm-supervisor
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent ./cmd/mvm-agent
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-supervisor ./cmd/mvm-supervisor
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvmctl ./cmd/mvmctl
 
+run: build ## Run bin/mvmctl with ARGS (make run ARGS="ls -a")
+	$(BIN)/mvmctl $(ARGS)
+
 # Boot a microVM (QEMU: KVM when usable, else TCG) from the minimal image,
 # print uname -a from inside it, remove it.
-demo: setup build
+demo: setup build ## Boot a microVM from the minimal image, print uname -a from inside it, remove it
 	@$(BIN)/mvmctl rm -f demo >/dev/null 2>&1 || true
 	$(BIN)/mvmctl up --backend qemu --name demo
 	$(BIN)/mvmctl exec demo -- uname -a
 	$(BIN)/mvmctl rm -f demo
 
 # Everything CI runs: lint, unit tests, and e2e tests that boot real VMs.
-test: setup build lint
+test: setup build lint ## Everything CI runs: lint, unit and e2e tests (real VMs), one bench run, fuzzing
 	$(GO) test -count=1 -timeout 75m ./...
 	@# One short run of the boot and pool benches, so a bench can never silently rot.
 	$(BIN)/mvmctl bench boot -n 1
@@ -40,34 +52,66 @@ test: setup build lint
 	@# guest or registry bytes that panics fails CI.
 	FUZZ_EXECS=$(CI_FUZZ_EXECS) ./scripts/fuzz.sh
 
-unit:
+# What .ci/run runs. Kept equal to test, so CI and a developer's
+# `make test` can never drift apart.
+ci: test ## What CI (.ci/run) runs: make test
+
+# PKG is a package path or pattern: ./internal/sign, internal/sign/...
+test-pkg: build ## Test one package, e.g. make test-pkg PKG=./internal/sign
+	@test -n "$(PKG)" || { echo "usage: make test-pkg PKG=./internal/sign" >&2; exit 2; }
+	$(GO) test -count=1 -timeout 75m $(if $(filter ./% github.com/%,$(PKG)),$(PKG),./$(PKG))
+
+test-filter: build ## Run the tests whose names match F in every package (go test -run F ./...)
+	@test -n "$(F)" || { echo "usage: make test-filter F=TestGuard" >&2; exit 2; }
+	$(GO) test -count=1 -timeout 75m -run '$(F)' ./...
+
+unit: ## Unit tests only (go test -short: no VMs, no release builds)
 	$(GO) test -count=1 -short ./...
 
-e2e: build
+e2e: build ## End-to-end tests that boot real VMs
 	$(GO) test -count=1 -timeout 60m -v ./test/e2e/...
 
-lint:
+fmt: ## gofmt every Go file in the repository
+	gofmt -w $$(git ls-files '*.go')
+
+lint: ## gofmt check, go vet (Linux, and macOS for mvmctl), staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@# mvmctl builds for macOS too: vet every package of ours it compiles there.
 	GOOS=darwin GOARCH=arm64 $(GO) vet $$(GOOS=darwin $(GO) list -deps -f '{{with .Module}}{{if .Main}}{{$$.ImportPath}}{{end}}{{end}}' ./cmd/mvmctl)
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) ./...
+	@# Every target keeps its "## " line, so make help stays complete.
+	@$(MAKE) -s help >/dev/null
 
-bench: build
+bench: build ## mvmctl bench all and bench/template, each figure next to its raw baseline
 	$(BIN)/mvmctl bench all
 	./bench/template/run.sh
 
 # Network throughput, connect latency and up overhead vs raw QEMU, then
 # what an egress policy adds to resolve+connect against an open network
 # (root; ~5 min on an idle host).
-bench-net: build
+bench-net: build ## Network throughput, latency and egress overhead vs raw QEMU (root; ~5 min)
 	./bench/net/run.sh
 	./bench/net/run.sh -mode egress
 
 # Every fuzz target for FUZZ_EXECS executions (default 20000; make test runs CI_FUZZ_EXECS).
-fuzz:
+fuzz: ## Every fuzz target for FUZZ_EXECS executions (default 20000)
 	./scripts/fuzz.sh
 
-clean:
-	rm -rf $(BIN)
+# A snapshot of the release: every platform into dist/ with SHA256SUMS, at
+# any version (git describe by default); no guard, no signature.
+release-build: ## Build every release binary into dist/ with SHA256SUMS (unsigned, any VERSION)
+	$(GO) run ./internal/tools/release build -version $(VERSION) -out $(DIST)
+
+# The real thing: VERSION must be given, and the tool refuses unless it, the
+# VERSION file, CHANGELOG.md's top entry and HEAD's tag agree and the tree is
+# clean. MVM_RELEASE_KEY is the signing key's file (mvmctl key generate NAME
+# writes <config>/keys/NAME.key); verify a release with
+# go run ./internal/tools/release verify -pub NAME.pub -dir dist.
+release: ## Signed release: make release VERSION=vX.Y.Z MVM_RELEASE_KEY=path/to/key
+	@case "$(origin VERSION)" in command\ line|environment) ;; *) echo "usage: make release VERSION=vX.Y.Z (MVM_RELEASE_KEY=FILE)" >&2; exit 2;; esac
+	$(GO) run ./internal/tools/release release -version $(VERSION) -out $(DIST)
+
+clean: ## Remove bin/ and dist/
+	rm -rf $(BIN) $(DIST)
