@@ -74,13 +74,16 @@ e2e: build ## End-to-end tests that boot real VMs
 fmt: ## gofmt every Go file in the repository
 	gofmt -w $$(git ls-files '*.go')
 
-lint: ## gofmt check, go vet (Linux, and macOS for mvmctl), staticcheck
+lint: ## gofmt check, go vet (Linux, and macOS for mvmctl), staticcheck, docs/cli drift
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	@# mvmctl builds for macOS too: vet every package of ours it compiles there.
 	GOOS=darwin GOARCH=arm64 $(GO) vet $$(GOOS=darwin $(GO) list -deps -f '{{with .Module}}{{if .Main}}{{$$.ImportPath}}{{end}}{{end}}' ./cmd/mvmctl)
 	@test -x $(STATICCHECK) || $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 	$(STATICCHECK) ./...
+	@# docs/cli is generated from the CLI: a flag or command changed without
+	@# `make docs` fails here.
+	$(GO) run ./internal/tools/clidocs -check docs/cli
 	@# Every target keeps its "## " line, so make help stays complete.
 	@$(MAKE) -s help >/dev/null
 
@@ -112,6 +115,9 @@ release-build: ## Build every release binary into dist/ with SHA256SUMS (unsigne
 release: ## Signed release: make release VERSION=vX.Y.Z MVM_RELEASE_KEY=path/to/key
 	@case "$(origin VERSION)" in command\ line|environment) ;; *) echo "usage: make release VERSION=vX.Y.Z (MVM_RELEASE_KEY=FILE)" >&2; exit 2;; esac
 	$(GO) run ./internal/tools/release release -version $(VERSION) -out $(DIST)
+
+docs: ## Regenerate the command reference docs/cli/ (one page per command) from the CLI
+	$(GO) run ./internal/tools/clidocs docs/cli
 
 clean: ## Remove bin/ and dist/
 	rm -rf $(BIN) $(DIST)

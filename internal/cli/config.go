@@ -2,9 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -25,34 +25,35 @@ func newConfigCommand(g *globals) *cobra.Command {
 			if _, err := g.manager(); err != nil {
 				return err
 			}
-			eff := struct {
-				File             string     `json:"file"`
-				DefaultCPUs      int        `json:"default_cpus"`
-				DefaultMemoryMiB int        `json:"default_memory_mib"`
-				DefaultBackend   string     `json:"default_backend"`
-				DefaultImage     string     `json:"default_image"`
-				BootTimeout      string     `json:"boot_timeout"`
-				StopTimeout      string     `json:"stop_timeout"`
-				Trust            trustShown `json:"trust"`
-				Dirs             any        `json:"dirs"`
-			}{
-				File:             g.dirs.ConfigFile(),
-				DefaultCPUs:      orInt(g.cfg.DefaultCPUs, config.BuiltinCPUs),
-				DefaultMemoryMiB: orInt(g.cfg.DefaultMemoryMiB, config.BuiltinMemoryMiB),
-				DefaultBackend:   orStr(g.cfg.DefaultBackend, "auto"),
-				DefaultImage:     orStr(g.cfg.DefaultImage, config.BuiltinImage),
-				BootTimeout:      orDur(g.cfg.BootTimeout, config.BuiltinBootTimeout),
-				StopTimeout:      orDur(g.cfg.StopTimeout, config.BuiltinStopTimeout),
-				Trust:            showTrust(g.cfg.Trust),
-				Dirs:             g.dirs,
+			keys, err := shownKeys(g.cfg)
+			if err != nil {
+				return err
 			}
 			if g.json {
-				return writeJSON(g.stdout, eff)
+				out := map[string]any{"file": g.dirs.ConfigFile(), "dirs": g.dirs}
+				for _, k := range keys {
+					if k.table == "" {
+						out[k.name] = k.value
+						continue
+					}
+					t, _ := out[k.table].(map[string]any)
+					if t == nil {
+						t = map[string]any{}
+						out[k.table] = t
+					}
+					t[k.name] = k.value
+				}
+				return writeJSON(g.stdout, out)
 			}
-			fmt.Fprintf(g.stdout, "# %s\n", eff.File)
-			fmt.Fprintf(g.stdout, "default_cpus = %d\ndefault_memory_mib = %d\ndefault_backend = %q\ndefault_image = %q\nboot_timeout = %q\nstop_timeout = %q\n",
-				eff.DefaultCPUs, eff.DefaultMemoryMiB, eff.DefaultBackend, eff.DefaultImage, eff.BootTimeout, eff.StopTimeout)
-			fmt.Fprintf(g.stdout, "\n[trust]\nrequire_signatures = %t\nrequire_signatures_for = %s\n", eff.Trust.RequireSignatures, tomlStrings(eff.Trust.RequireSignaturesFor))
+			fmt.Fprintf(g.stdout, "# %s\n", g.dirs.ConfigFile())
+			table := ""
+			for _, k := range keys {
+				if k.table != table {
+					table = k.table
+					fmt.Fprintf(g.stdout, "\n[%s]\n", table)
+				}
+				fmt.Fprintf(g.stdout, "%s = %s\n", k.name, tomlLiteral(k.value))
+			}
 			fmt.Fprintf(g.stdout, "\n# directories\n# cache  %s\n# config %s\n# state  %s\n# share  %s\n", g.dirs.Cache, g.dirs.Config, g.dirs.State, g.dirs.Share)
 			return nil
 		},
@@ -60,19 +61,48 @@ func newConfigCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-// trustShown is the [trust] table with every key present (false, an empty
-// list), so that show names all the keys one can set.
-type trustShown struct {
-	RequireSignatures    bool     `json:"require_signatures"`
-	RequireSignaturesFor []string `json:"require_signatures_for"`
+// shownKey is one key of config show with the value in use.
+type shownKey struct {
+	table, name string // "trust", "require_signatures"; table "" for top-level keys
+	value       any
 }
 
-func showTrust(p config.TrustPolicy) trustShown {
-	t := trustShown{p.RequireSignatures, p.RequireSignaturesFor}
-	if t.RequireSignaturesFor == nil {
-		t.RequireSignaturesFor = []string{}
+// shownKeys is every key config.Keys lists, top-level ones first, with its
+// value from config.toml or else the built-in default (as config get has
+// it). Built from that list, so a key added to config.toml's schema is
+// shown without anyone remembering to add it here.
+func shownKeys(cfg *config.Config) ([]shownKey, error) {
+	var top, tables []shownKey
+	for _, k := range config.Keys() {
+		v, set, err := cfg.Get(k.Name)
+		if err != nil {
+			return nil, err
+		}
+		if !set {
+			v = builtin(k.Name)
+		}
+		table, name, dotted := strings.Cut(k.Name, ".")
+		if !dotted {
+			top = append(top, shownKey{"", k.Name, v})
+			continue
+		}
+		tables = append(tables, shownKey{table, name, v})
 	}
-	return t
+	// Stable: keys of one table stay together and in config.Keys' order.
+	slices.SortStableFunc(tables, func(a, b shownKey) int { return strings.Compare(a.table, b.table) })
+	return append(top, tables...), nil
+}
+
+// tomlLiteral renders a config value as config.toml would hold it.
+func tomlLiteral(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case []string:
+		return tomlStrings(x)
+	default:
+		return fmt.Sprint(x)
+	}
 }
 
 // tomlStrings renders a string array as TOML ("[\"a\", \"b\"]").
@@ -82,25 +112,4 @@ func tomlStrings(ss []string) string {
 		q[i] = strconv.Quote(s)
 	}
 	return "[" + strings.Join(q, ", ") + "]"
-}
-
-func orInt(v, d int) int {
-	if v != 0 {
-		return v
-	}
-	return d
-}
-
-func orStr(v, d string) string {
-	if v != "" {
-		return v
-	}
-	return d
-}
-
-func orDur(v config.Duration, d interface{ String() string }) string {
-	if v != 0 {
-		return time.Duration(v).String()
-	}
-	return d.String()
 }
