@@ -16,7 +16,9 @@ var perVMFlags = map[string]bool{"-name": true, "-qmp": true, "-pidfile": true, 
 // shared, a clone the snapshot's file private; neither is in the stream).
 // Device ids, order and every other property must match.
 // A NIC's MAC is the clone's own: the guest sets it after the restore.
-var perVMKeys = map[string]bool{"path": true, "file": true, "guest-cid": true, "mem-path": true, "share": true, "mac": true}
+// A drive's format is how the host stores it, not in the stream either:
+// a clone's qcow2 overlay restores a VM saved with a raw disk.
+var perVMKeys = map[string]bool{"path": true, "file": true, "format": true, "guest-cid": true, "mem-path": true, "share": true, "mac": true}
 
 // blankedFlags take an option string whose perVMKeys are blanked.
 var blankedFlags = map[string]bool{"-drive": true, "-device": true, "-object": true}

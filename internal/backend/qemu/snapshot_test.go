@@ -193,7 +193,7 @@ func TestSameMachine(t *testing.T) {
 
 func TestBlankKeysKeepsEscapedCommas(t *testing.T) {
 	got := blankKeys("id=root,file=/a,,b/root.qcow2,format=qcow2,if=none")
-	if want := "id=root,file=*,format=qcow2,if=none"; got != want {
+	if want := "id=root,file=*,format=*,if=none"; got != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
