@@ -13,7 +13,8 @@ import (
 // TestFirecracker drives one VM through the firecracker backend — against
 // the stand-in VMM unless MVM_E2E_FIRECRACKER=real — beyond what the
 // conformance suites ask: it runs on hybrid vsock, survives down and
-// start on its own disk, and leaves no process behind.
+// start on its own disk, restores from a snapshot into a clone, and
+// leaves no process behind.
 func TestFirecracker(t *testing.T) {
 	if strings.Contains(","+os.Getenv("MVM_E2E_SKIP")+",", ",firecracker,") {
 		t.Skip("backend firecracker listed in MVM_E2E_SKIP")
@@ -52,6 +53,32 @@ func TestFirecracker(t *testing.T) {
 	if strings.TrimSpace(r.stdout) != "kept" {
 		t.Fatalf("marker after start = %q", r.stdout)
 	}
+	// A snapshot restores into clones with their own name, disk and vsock
+	// socket; the source keeps running (its agent reconnects after the
+	// vsock reset).
+	snap := "e2e-fc-snap"
+	must(t, 2*time.Minute, "snapshot", "create", name, snap)
+	t.Cleanup(func() { mvm(t, time.Minute, "", "snapshot", "rm", snap) })
+	clone := "e2e-fc-clone"
+	must(t, bootTimeout, "up", "--from-snapshot", snap, "--name", clone)
+	t.Cleanup(func() { mvm(t, time.Minute, "", "rm", "-f", clone) })
+	r = must(t, time.Minute, "exec", clone, "--", "sh", "-c", "hostname; cat /root/marker; echo clone > /root/marker; sync")
+	if r.stdout != clone+"\nkept\n" {
+		t.Fatalf("clone sees %q", r.stdout)
+	}
+	r = must(t, time.Minute, "exec", name, "--", "cat", "/root/marker")
+	if strings.TrimSpace(r.stdout) != "kept" {
+		t.Fatalf("source sees %q after the clone wrote", r.stdout)
+	}
+	// The clone's writes are on its own disk: a cold start keeps them.
+	must(t, 2*time.Minute, "down", clone)
+	must(t, bootTimeout, "start", clone)
+	r = must(t, time.Minute, "exec", clone, "--", "cat", "/root/marker")
+	if strings.TrimSpace(r.stdout) != "clone" {
+		t.Fatalf("clone after start sees %q", r.stdout)
+	}
+	must(t, time.Minute, "rm", "-f", clone)
+
 	pids := []int{ls(t, false)[name].PID}
 	// Under the stand-in, the QEMU that runs the guest must go too.
 	var guest struct {

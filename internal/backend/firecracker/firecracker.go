@@ -41,9 +41,9 @@ func init() { backend.Register(&Backend{}) }
 // Name implements backend.Backend.
 func (*Backend) Name() string { return Name }
 
-// Capabilities implements backend.Backend. Snapshots are not wired yet.
+// Capabilities implements backend.Backend.
 func (*Backend) Capabilities() backend.Capabilities {
-	return backend.Capabilities{Pause: true, Vsock: true, TapNetworking: true, Console: true}
+	return backend.Capabilities{Pause: true, Snapshot: true, Vsock: true, TapNetworking: true, Console: true}
 }
 
 // Binary returns the firecracker executable to run.

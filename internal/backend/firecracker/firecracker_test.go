@@ -103,3 +103,34 @@ func TestSpecRefusals(t *testing.T) {
 		t.Fatal("relative dir accepted")
 	}
 }
+
+func TestReadManifest(t *testing.T) {
+	tests := []struct {
+		body, err string
+	}{
+		{`{"backend":"firecracker","version":"1.16.1","disks":[{"ID":"root","Path":"root.img"}],"agent_port":5252}`, ""},
+		{`{"backend":"qemu"}`, "not a firecracker snapshot"},
+		{`{"backend":"firecracker","disks":[{"ID":"root","Path":"../../etc/passwd"}]}`, "leaves the VM directory"},
+		{`{"backend":"firecracker","disks":[{"ID":"root","Path":"/abs/root.img"}]}`, "leaves the VM directory"},
+		{`not json`, "not a firecracker snapshot"},
+	}
+	for _, tt := range tests {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, snapManifest), []byte(tt.body), 0o600)
+		_, err := readManifest(dir)
+		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: err %v, want %q", tt.body, err, tt.err)
+		}
+	}
+	if _, err := readManifest(t.TempDir()); err == nil {
+		t.Error("empty dir accepted")
+	}
+}
+
+func TestInDir(t *testing.T) {
+	for p, want := range map[string]string{"/vm/root.img": "root.img", "/vm/sub/x": "sub/x", "/other/x": "/other/x", "/vm": "/vm"} {
+		if got := inDir("/vm", p); got != want {
+			t.Errorf("inDir(%q) = %q, want %q", p, got, want)
+		}
+	}
+}

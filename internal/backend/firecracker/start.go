@@ -76,8 +76,12 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		}
 	}
 	id := instanceID(spec.Name)
+	var nics []string
+	for _, n := range spec.NICs {
+		nics = append(nics, n.ID)
+	}
 	rec := record{
-		Backend: Name, Binary: bin, Disks: disks, AgentPort: guestcfg.DefaultVsockPort,
+		Backend: Name, Binary: bin, Disks: disks, AgentPort: guestcfg.DefaultVsockPort, NICs: nics,
 		Argv: []string{bin, "--api-sock", filepath.Join(dir, apiSock), "--id", id},
 	}
 	if err := writeRecord(dir, rec); err != nil {
@@ -137,7 +141,10 @@ func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string
 		return err
 	}
 	for i, d := range disks {
-		drive := api.Drive{DriveID: d.ID, PathOnHost: d.Path, IsRootDevice: i == 0, IsReadOnly: d.ReadOnly}
+		// Relative to the VM directory, Firecracker's working directory:
+		// the snapshot state records these paths, so a clone restored in
+		// its own directory opens its own copies.
+		drive := api.Drive{DriveID: d.ID, PathOnHost: inDir(h.dir, d.Path), IsRootDevice: i == 0, IsReadOnly: d.ReadOnly}
 		if err := c.PutDrive(ctx, drive); err != nil {
 			return err
 		}
@@ -147,7 +154,9 @@ func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string
 			return err
 		}
 	}
-	if err := c.PutVsock(ctx, api.Vsock{GuestCID: guestCID, UDSPath: h.path(vsockSock)}); err != nil {
+	// Relative for the same reason; releases before 1.16 have no
+	// vsock_override on load.
+	if err := c.PutVsock(ctx, api.Vsock{GuestCID: guestCID, UDSPath: vsockSock}); err != nil {
 		return err
 	}
 	if err := c.PutEntropy(ctx, api.Entropy{}); err != nil {
@@ -162,6 +171,14 @@ func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string
 		return fmt.Errorf("%w: %s", err, h.logTail())
 	}
 	return nil
+}
+
+// inDir returns p relative to dir when it lies inside it, else p.
+func inDir(dir, p string) string {
+	if rel, err := filepath.Rel(dir, p); err == nil && rel != "." && filepath.IsLocal(rel) {
+		return rel
+	}
+	return p
 }
 
 // exited is closed when the supervisor records the VMM's exit.

@@ -27,6 +27,12 @@ type record struct {
 	Disks   []backend.Disk `json:"disks"`
 	// AgentPort is the guest's vsock port of the agent.
 	AgentPort uint32 `json:"agent_port"`
+	// NICs are the Firecracker iface ids, in order (snapshot overrides
+	// name them).
+	NICs []string `json:"nics,omitempty"`
+	// Snapshot is the directory the VM was restored from: its memory
+	// file is mapped for the VM's whole life.
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 func (h *Handle) path(f string) string { return filepath.Join(h.dir, f) }

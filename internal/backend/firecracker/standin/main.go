@@ -67,6 +67,7 @@ func Main(args []string) int {
 	}
 	defer guard.Process.Kill()
 	srv := NewServer(*id, QEMURunner(*workDir), log)
+	srv.Load = QEMULoader(*workDir)
 	defer srv.Close()
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)

@@ -3,6 +3,7 @@ package standin
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -183,4 +184,107 @@ func readConfigDrive(ctx context.Context, path string) (*guestcfg.Config, error)
 		return nil, fmt.Errorf("debugfs: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return guestcfg.Decode(bytes.NewReader(out))
+}
+
+// AgentPort is the guest port the agent serves on.
+func (g *qemuGuest) AgentPort() uint32 { return g.agentPort }
+
+// Snapshot saves the guest through the qemu backend.
+func (g *qemuGuest) Snapshot(ctx context.Context, dir string) error {
+	sn, ok := g.h.(backend.Snapshotter)
+	if !ok {
+		return errors.New("qemu handle cannot snapshot")
+	}
+	return sn.Snapshot(ctx, dir)
+}
+
+// QEMULoader restores a guest saved by a qemuGuest, in dir.
+func QEMULoader(dir string) Loader {
+	return func(ctx context.Context, cfg LoadConfig) (Guest, error) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		spec := backend.Spec{Name: cfg.ID, Dir: dir, SerialLog: cfg.SerialOut}
+		for _, d := range cfg.Drives {
+			// The qemu snapshot has its own copies of the writable disks;
+			// the config drive slot takes the loading process's drive.
+			if d.ID == "config" {
+				spec.ConfigISO = d.Path
+			}
+		}
+		for _, n := range cfg.NICs {
+			mac := n.MAC
+			if mac == "" {
+				mac = "06:00:00:00:00:01"
+			}
+			spec.NICs = append(spec.NICs, backend.NIC{ID: n.ID, TAP: n.TAP, MAC: mac})
+		}
+		saved, err := retarget(cfg.Saved, filepath.Join(dir, "loaded"), cfg.Drives)
+		if err != nil {
+			return nil, fmt.Errorf("prepare the saved guest: %w", err)
+		}
+		be, err := backend.Get(qemu.Name)
+		if err != nil {
+			return nil, err
+		}
+		r, ok := be.(backend.Restorer)
+		if !ok {
+			return nil, errors.New("qemu backend cannot restore")
+		}
+		h, err := r.Restore(ctx, spec, saved)
+		if err != nil {
+			return nil, err
+		}
+		g := &qemuGuest{h: h, agentPort: cfg.AgentPort, done: make(chan struct{})}
+		go g.watch()
+		return g, nil
+	}
+}
+
+// retarget makes dst a view of the qemu snapshot in src (hard links, or
+// symlinks across filesystems) whose writable disks are the loading
+// process's drives of the same id, attached as they are. Firecracker's
+// clone writes the drive files the state names, which the caller copied
+// from the snapshot; the qemu backend would layer an overlay of its own
+// over its saved copy instead, and a cold start of the clone would then
+// not see what it wrote.
+func retarget(src, dst string, drives []Drive) (string, error) {
+	m, err := qemu.ReadManifest(src)
+	if err != nil {
+		return "", err
+	}
+	os.RemoveAll(dst)
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return "", err
+	}
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range ents {
+		if e.Name() == qemu.ManifestFile || e.IsDir() {
+			continue
+		}
+		from, to := filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())
+		if err := os.Link(from, to); err != nil {
+			if err := os.Symlink(from, to); err != nil {
+				return "", err
+			}
+		}
+	}
+	for i, d := range m.Disks {
+		if d.ReadOnly || d.File == "" {
+			continue
+		}
+		for _, fd := range drives {
+			if fd.ID == d.ID && !fd.ReadOnly {
+				m.Disks[i] = qemu.SnapshotDisk{ID: d.ID, Format: "raw", Path: fd.Path}
+			}
+		}
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return dst, os.WriteFile(filepath.Join(dst, qemu.ManifestFile), b, 0o600)
 }

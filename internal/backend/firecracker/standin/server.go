@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -31,8 +32,12 @@ const maxPayload = 51200
 
 // Drive is one configured block device.
 type Drive struct {
-	ID       string
+	ID string
+	// Path is absolute (resolved when the drive was PUT, as Firecracker
+	// opens it then); Given is the path as the client sent it, which a
+	// snapshot records.
 	Path     string
+	Given    string
 	Root     bool
 	ReadOnly bool
 }
@@ -55,7 +60,7 @@ type Config struct {
 	SerialOut string
 	Entropy   bool
 	VsockCID  uint32
-	VsockPath string
+	VsockPath string // as given: a snapshot records it
 }
 
 // Guest is a running guest.
@@ -73,10 +78,31 @@ type Guest interface {
 // Runner boots a guest from a Config.
 type Runner func(ctx context.Context, cfg Config) (Guest, error)
 
+// Snapshotter is a Guest that can be saved.
+type Snapshotter interface {
+	// Snapshot saves the paused guest into dir, which must not exist.
+	Snapshot(ctx context.Context, dir string) error
+}
+
+// LoadConfig is a snapshot load: the saved guest and what replaces the
+// host resources it named.
+type LoadConfig struct {
+	ID        string
+	Saved     string // the guest's own snapshot directory
+	SerialOut string
+	NICs      []NIC   // the clone's TAPs, in the snapshot's order
+	Drives    []Drive // as the snapshot names them, resolved in the loading process
+	AgentPort uint32
+}
+
+// Loader restores a guest from a snapshot.
+type Loader func(ctx context.Context, cfg LoadConfig) (Guest, error)
+
 // Server is the stand-in's API and VM state.
 type Server struct {
-	Log *slog.Logger
-	Run Runner
+	Log  *slog.Logger
+	Run  Runner
+	Load Loader
 
 	mu       sync.Mutex
 	cfg      Config
@@ -330,7 +356,8 @@ func (s *Server) putDrive(id string, obj map[string]json.RawMessage) (any, *apiE
 	if !has(obj, "path_on_host") || !has(obj, "is_read_only") {
 		return nil, bad("Unable to create the block device: path_on_host and is_read_only are required for a virtio-block drive.")
 	}
-	d := Drive{ID: id, Path: str(obj, "path_on_host"), Root: boolean(obj, "is_root_device"), ReadOnly: boolean(obj, "is_read_only")}
+	d := Drive{ID: id, Given: str(obj, "path_on_host"), Root: boolean(obj, "is_root_device"), ReadOnly: boolean(obj, "is_read_only")}
+	d.Path, _ = filepath.Abs(d.Given)
 	if has(obj, "partuuid") && !d.Root {
 		return nil, bad("A partuuid is only valid for the root device.")
 	}
@@ -489,25 +516,6 @@ func (s *Server) patchVM(_ string, obj map[string]json.RawMessage) (any, *apiErr
 	}
 	s.paused = false
 	return nil, nil
-}
-
-func (s *Server) createSnapshot(string, map[string]json.RawMessage) (any, *apiError) {
-	if !s.paused {
-		return nil, bad("Create snapshot error: the microVM must be paused first.")
-	}
-	return nil, bad("stand-in: snapshots are not emulated yet")
-}
-
-func (s *Server) loadSnapshot(_ string, obj map[string]json.RawMessage) (any, *apiError) {
-	if s.resource {
-		return nil, bad("Load snapshot error: Loading a microVM snapshot not allowed after configuring boot-specific resources.")
-	}
-	if has(obj, "mem_backend") == has(obj, "mem_file_path") {
-		return nil, bad("An error occurred when deserializing the json body of a request: exactly one of mem_backend and mem_file_path is required.")
-	}
-	// A failed load ends real Firecracker; so does this one.
-	defer s.quit()
-	return nil, bad("stand-in: snapshots are not emulated yet")
 }
 
 func (s *Server) notImplemented(string, map[string]json.RawMessage) (any, *apiError) {

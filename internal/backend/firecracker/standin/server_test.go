@@ -319,3 +319,78 @@ func TestQEMUCmdline(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// savingGuest is a fakeGuest that can be saved.
+type savingGuest struct{ fakeGuest }
+
+func (g *savingGuest) Snapshot(_ context.Context, dir string) error { return os.Mkdir(dir, 0o700) }
+func (g *savingGuest) AgentPort() uint32                            { return 5252 }
+
+func TestSnapshotCreateAndLoad(t *testing.T) {
+	e := newEnv(t)
+	e.srv.Run = func(context.Context, Config) (Guest, error) {
+		return &savingGuest{fakeGuest{done: make(chan struct{})}}, nil
+	}
+	e.configure()
+	e.must("PUT", "/network-interfaces/net0", `{"iface_id":"net0","host_dev_name":"tap0","guest_mac":"06:00:00:00:00:02"}`)
+	e.must("PUT", "/actions", `{"action_type":"InstanceStart"}`)
+	e.must("PATCH", "/vm", `{"state":"Paused"}`)
+	snap := filepath.Join(e.dir, "snap")
+	os.Mkdir(snap, 0o700)
+	state, mem := filepath.Join(snap, "vmstate"), filepath.Join(snap, "mem")
+	if st, msg := e.do("PUT", "/snapshot/create", `{"snapshot_type":"Diff","snapshot_path":"`+state+`","mem_file_path":"`+mem+`"}`); st != 400 || !strings.Contains(msg, "diff") {
+		t.Fatalf("diff: %d %q", st, msg)
+	}
+	e.must("PUT", "/snapshot/create", `{"snapshot_type":"Full","snapshot_path":"`+state+`","mem_file_path":"`+mem+`"}`)
+	if _, err := os.Stat(state + ".qemu"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A fresh process loads it with a new TAP and vsock socket.
+	tests := []struct {
+		name, body, fault string
+		loaded            bool
+	}{
+		{"unknown iface", `{"snapshot_path":"` + state + `","mem_backend":{"backend_type":"File","backend_path":"` + mem + `"},"network_overrides":[{"iface_id":"eth9","host_dev_name":"tap9"}]}`, "unknown interface", false},
+		{"missing mem file", `{"snapshot_path":"` + state + `","mem_file_path":"/does/not/exist"}`, "memory file", false},
+		{"not a snapshot", `{"snapshot_path":"` + e.disk + `","mem_file_path":"` + mem + `"}`, "not a stand-in snapshot", false},
+		{"uffd", `{"snapshot_path":"` + state + `","mem_backend":{"backend_type":"Uffd","backend_path":"/s"}}`, "File memory", false},
+		{"ok", `{"snapshot_path":"` + state + `","mem_backend":{"backend_type":"File","backend_path":"` + mem + `"},"network_overrides":[{"iface_id":"net0","host_dev_name":"tap7"}],"vsock_override":{"uds_path":"` + filepath.Join(e.dir, "v2.sock") + `"},"resume_vm":true}`, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newEnv(t)
+			var got LoadConfig
+			f.srv.Load = func(_ context.Context, c LoadConfig) (Guest, error) {
+				got = c
+				return &fakeGuest{done: make(chan struct{})}, nil
+			}
+			st, msg := f.do("PUT", "/snapshot/load", tt.body)
+			if !tt.loaded {
+				if st != 400 || !strings.Contains(msg, tt.fault) {
+					t.Fatalf("%d %q, want %q", st, msg, tt.fault)
+				}
+				select {
+				case <-f.srv.Exited():
+				default:
+					if !strings.Contains(msg, "deserializing") {
+						t.Fatal("a failed load must end the process")
+					}
+				}
+				return
+			}
+			if st != 204 {
+				t.Fatalf("%d %q", st, msg)
+			}
+			if len(got.NICs) != 1 || got.NICs[0].TAP != "tap7" || got.NICs[0].MAC != "06:00:00:00:00:02" || got.AgentPort != 5252 || len(got.Drives) != 1 {
+				t.Fatalf("loaded with %+v", got)
+			}
+			if _, err := os.Stat(filepath.Join(e.dir, "v2.sock")); err != nil {
+				t.Fatalf("vsock override not bound: %v", err)
+			}
+			if st, _ := f.do("PUT", "/boot-source", `{"kernel_image_path":"`+e.kernel+`"}`); st != 400 {
+				t.Fatal("a loaded VM takes pre-boot calls")
+			}
+		})
+	}
+}
