@@ -430,6 +430,12 @@ func (m *Manager) PoolRemove(ctx context.Context, name string) error {
 	pm := m.poolVMs()
 	var errs []error
 	for _, r := range members {
+		if err := retireMember(pm, r.Name); err != nil {
+			if !errors.Is(err, errMemberTaken) {
+				errs = append(errs, err)
+			}
+			continue
+		}
 		if err := pm.Remove(ctx, r.Name, true); err != nil && !errors.Is(err, store.ErrNotFound) {
 			errs = append(errs, err)
 		}
@@ -465,6 +471,33 @@ func (m *Manager) PooledCount() int {
 // (network reconciliation must not detach members).
 func (m *Manager) VMExists(name string) bool {
 	return m.Store.Exists(name) || m.poolVMs().Store.Exists(name)
+}
+
+// retireMember takes a member out of hand-outs' reach before it is
+// removed: under its lock, it is either already handed out (errMemberTaken:
+// the user's now, not to be touched) or marked not ready, which every
+// hand-out checks under the same lock.
+func retireMember(pm *Manager, name string) error {
+	unlock, err := pm.Store.Lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	cur, err := pm.Store.Get(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.Name != filepath.Base(cur.Dir) {
+		return errMemberTaken
+	}
+	if cur.PoolReady {
+		cur.PoolReady = false
+		return pm.Store.Put(cur)
+	}
+	return nil
 }
 
 // PoolOf returns the name of a pool made from template tpl, "" if none.

@@ -213,6 +213,12 @@ func (m *Manager) refillLocked(ctx context.Context, name string, delay time.Dura
 				continue
 			}
 			m.Log.Info("removing a dead pool member", "pool", name, "member", r.Name, "state", r.State, "reason", r.Reason)
+			if err := retireMember(pm, r.Name); err != nil {
+				if errors.Is(err, errMemberTaken) {
+					continue // handed out meanwhile: the user's now
+				}
+				return fmt.Errorf("pool %s: remove dead member %s: %w", name, r.Name, err)
+			}
 			if err := pm.Remove(ctx, r.Name, true); err != nil && !errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("pool %s: remove dead member %s: %w", name, r.Name, err)
 			}

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -169,5 +170,36 @@ func TestPoolCreateValidates(t *testing.T) {
 		if ents, _ := os.ReadDir(m.poolsDir()); len(ents) > 0 {
 			t.Errorf("a refused create left %v", ents)
 		}
+	}
+}
+
+// retireMember leaves a handed-out member alone and makes a ready one
+// unreachable for hand-outs before it is removed.
+func TestRetireMember(t *testing.T) {
+	root := t.TempDir()
+	m := New(paths.Dirs{State: root, Config: filepath.Join(root, "c"), Share: filepath.Join(root, "sh"), Cache: filepath.Join(root, "ca")}, &config.Config{}, nil)
+	pm := m.poolVMs()
+	for _, n := range []string{"web-00000001", "web-00000002"} {
+		if err := pm.Store.Create(&store.Record{Name: n, State: "running", Pool: "web", PoolReady: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.Store.Adopt(&store.Record{Name: "mine", State: "running", FromPool: "web"}, pm.Store.Dir("web-00000002")); err != nil {
+		t.Fatal(err)
+	}
+	if err := retireMember(pm, "web-00000001"); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := pm.Store.Get("web-00000001"); r.PoolReady {
+		t.Fatalf("retired member still ready: %+v", r)
+	}
+	if err := retireMember(pm, "web-00000002"); !errors.Is(err, errMemberTaken) {
+		t.Fatalf("retire of a handed-out member: %v", err)
+	}
+	if r, _ := m.Store.Get("mine"); r.Name != "mine" || r.FromPool != "web" {
+		t.Fatalf("handed-out VM changed: %+v", r)
+	}
+	if err := retireMember(pm, "web-00000009"); err != nil {
+		t.Fatalf("retire of a gone member: %v", err)
 	}
 }
