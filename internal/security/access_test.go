@@ -140,5 +140,5 @@ func TestDockerFacts(t *testing.T) {
 
 func TestFirecracker(t *testing.T) {
 	wantOne(t, checkFirecracker(&Env{}), Info, "not available (no Firecracker backend on this host)")
-	wantOne(t, checkFirecracker(&Env{Host: Host{Firecracker: true}}), Info, "not checked yet")
+	wantOne(t, checkFirecracker(&Env{Host: Host{Firecracker: true}}), Info, "no Firecracker VM runs")
 }

@@ -94,15 +94,23 @@ func (*Backend) Available(ctx context.Context) error {
 
 // binaryVersion runs bin --version ("Firecracker v1.16.1" on its first line).
 func binaryVersion(ctx context.Context, bin string) (api.SemVer, error) {
+	v, _, err := versionOf(ctx, bin)
+	return v, err
+}
+
+// versionOf runs bin --version and also says whether it is the stand-in.
+func versionOf(ctx context.Context, bin string) (api.SemVer, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, "--version")
 	cmd.Stdout = &out
 	if err := cmd.Run(); err != nil {
-		return api.SemVer{}, fmt.Errorf("%s --version: %w", bin, err)
+		return api.SemVer{}, false, fmt.Errorf("%s --version: %w", bin, err)
 	}
-	return parseVersionOutput(out.String())
+	v, err := parseVersionOutput(out.String())
+	line, _, _ := strings.Cut(out.String(), "\n")
+	return v, strings.Contains(line, "(stand-in)"), err
 }
 
 func parseVersionOutput(s string) (api.SemVer, error) {

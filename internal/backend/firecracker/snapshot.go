@@ -212,8 +212,12 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 		}
 		overrides = append(overrides, api.NetworkOverride{IfaceID: id, HostDevName: n.TAP})
 	}
+	_, standIn, err := versionOf(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
 	rec := record{
-		Backend: Name, Binary: bin, Disks: disks, AgentPort: m.AgentPort, Snapshot: snapDir, NICs: m.NICs,
+		Backend: Name, Binary: bin, Disks: disks, AgentPort: m.AgentPort, Snapshot: snapDir, NICs: m.NICs, StandIn: standIn,
 		Argv: []string{bin, "--api-sock", filepath.Join(spec.Dir, apiSock), "--id", instanceID(spec.Name)},
 	}
 	if rec.AgentPort == 0 {

@@ -75,13 +75,17 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 			return nil, fmt.Errorf("NIC: %w", err)
 		}
 	}
+	_, standIn, err := versionOf(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
 	id := instanceID(spec.Name)
 	var nics []string
 	for _, n := range spec.NICs {
 		nics = append(nics, n.ID)
 	}
 	rec := record{
-		Backend: Name, Binary: bin, Disks: disks, AgentPort: guestcfg.DefaultVsockPort, NICs: nics,
+		Backend: Name, Binary: bin, Disks: disks, AgentPort: guestcfg.DefaultVsockPort, NICs: nics, StandIn: standIn,
 		Argv: []string{bin, "--api-sock", filepath.Join(dir, apiSock), "--id", id},
 	}
 	if err := writeRecord(dir, rec); err != nil {

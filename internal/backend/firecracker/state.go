@@ -30,6 +30,8 @@ type record struct {
 	// NICs are the Firecracker iface ids, in order (snapshot overrides
 	// name them).
 	NICs []string `json:"nics,omitempty"`
+	// StandIn marks the test stand-in VMM (its --version says so).
+	StandIn bool `json:"stand_in,omitempty"`
 	// Snapshot is the directory the VM was restored from: its memory
 	// file is mapped for the VM's whole life.
 	Snapshot string `json:"snapshot,omitempty"`
