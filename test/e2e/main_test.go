@@ -90,6 +90,16 @@ func run(m *testing.M) int {
 	)
 	baseEnv = append(baseEnv, fcEnv...)
 	code := m.Run()
+	// Leave no pool behind (its refiller and members), whatever failed.
+	pools := exec.Command(mvmctl, "pool", "ls", "--format", "{{.Name}}")
+	pools.Env = baseEnv
+	if out, err := pools.Output(); err == nil {
+		for _, p := range strings.Fields(string(out)) {
+			rm := exec.Command(mvmctl, "pool", "rm", p)
+			rm.Env = baseEnv
+			_ = rm.Run()
+		}
+	}
 	// Leave no VM behind, whatever failed.
 	cmd := exec.Command(mvmctl, "ls", "-a", "--json")
 	cmd.Env = baseEnv
