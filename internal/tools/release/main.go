@@ -2,7 +2,8 @@
 // release-build and release targets run it (go run ./internal/tools/release).
 //
 //	release build   -version V [-out dist] [-targets all|NAME,…]
-//	release release -version V [-out dist] [-key FILE]    (guard, build, SHA256SUMS, sign)
+//	release release -version V [-out dist] [-key FILE] [-repro=false]
+//	                (guard, build, rebuild from an empty cache and compare, SHA256SUMS, sign)
 //	release verify  -pub FILE [-dir dist]                 (signature, then every checksum)
 //	release guard   -version V
 //
@@ -28,7 +29,7 @@ import (
 
 const usage = `usage:
   release build   -version V [-out dist] [-targets all|NAME,...]
-  release release -version V [-out dist] [-key FILE]   (key: -key or $MVM_RELEASE_KEY)
+  release release -version V [-out dist] [-key FILE] [-repro=false]   (key: -key or $MVM_RELEASE_KEY)
   release verify  -pub FILE [-dir dist]
   release guard   -version V`
 
@@ -53,6 +54,7 @@ func run(ctx context.Context, args []string) error {
 	keyPath := fs.String("key", os.Getenv("MVM_RELEASE_KEY"), "release signing key (PEM, from mvmctl key generate)")
 	pubPath := fs.String("pub", "", "release public key (from mvmctl key export)")
 	dir := fs.String("dir", "dist", "directory holding the release")
+	repro := fs.Bool("repro", true, "release: rebuild everything from an empty build cache and refuse to sign unless the bytes match")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		_, err = buildAndSum(ctx, release.Options{Root: root, Out: *out, Version: *version, Targets: ts, Log: log})
+		_, _, err = buildAndSum(ctx, release.Options{Root: root, Out: *out, Version: *version, Targets: ts, Log: log})
 		return err
 	case "guard":
 		facts, err := release.RepoFacts(ctx, root, *version)
@@ -102,9 +104,16 @@ func run(ctx context.Context, args []string) error {
 		if err := os.RemoveAll(*out); err != nil {
 			return err
 		}
-		sums, err := buildAndSum(ctx, release.Options{Root: root, Out: *out, Version: *version, Log: log})
+		o := release.Options{Root: root, Out: *out, Version: *version, Log: log}
+		arts, sums, err := buildAndSum(ctx, o)
 		if err != nil {
 			return err
+		}
+		if *repro {
+			log.Info("rebuilding every target from an empty build cache to check reproducibility")
+			if err := release.CheckReproducible(ctx, o, arts); err != nil {
+				return err
+			}
 		}
 		sig, err := sign.SignRelease(key, sums)
 		if err != nil {
@@ -138,17 +147,17 @@ func run(ctx context.Context, args []string) error {
 }
 
 // buildAndSum builds the targets and writes SHA256SUMS beside them.
-func buildAndSum(ctx context.Context, o release.Options) ([]byte, error) {
+func buildAndSum(ctx context.Context, o release.Options) ([]release.Artifact, []byte, error) {
 	arts, err := release.Build(ctx, o)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sums := release.Sums(arts)
 	if err := os.WriteFile(filepath.Join(o.Out, "SHA256SUMS"), sums, 0o644); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	os.Stdout.Write(sums)
-	return sums, nil
+	return arts, sums, nil
 }
 
 func readKey(path string) (*sign.PrivateKey, error) {
