@@ -3,15 +3,20 @@ package qemu
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/paths"
 )
 
 // How QEMU is confined.
@@ -219,6 +224,10 @@ func probeQEMU(ctx context.Context, bin, sandbox, runAs string) error {
 		}
 		return v.(error)
 	}
+	if probeRemembered(key) {
+		probes.Store(key, nil)
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	opts := (&Confinement{Sandbox: sandbox, RunAs: runAs}).args()
@@ -230,6 +239,7 @@ func probeQEMU(ctx context.Context, bin, sandbox, runAs string) error {
 	err = cmd.Run()
 	if err == nil {
 		probes.Store(key, nil)
+		rememberProbe(key)
 		return nil
 	}
 	if ctx.Err() != nil {
@@ -248,4 +258,42 @@ func probeQEMU(ctx context.Context, bin, sandbox, runAs string) error {
 	err = fmt.Errorf("%s %s: %s", path, strings.Join(opts, " "), why)
 	probes.Store(key, err)
 	return err
+}
+
+// A successful probe is also remembered on disk, so each `mvmctl up` (a new
+// process) does not pay another QEMU start for it (~80 ms under TCG).
+// Only successes are: a remembered failure would turn confinement off on
+// the word of a file, while a stale success merely makes QEMU refuse to
+// start, which names the option. The key holds the binary's size and mtime,
+// so an upgraded QEMU is probed again.
+func probeFile(key string) string {
+	d, err := paths.Resolve()
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(key))
+	return filepath.Join(d.Cache, "probes", "qemu-"+hex.EncodeToString(sum[:8]))
+}
+
+func probeRemembered(key string) bool {
+	p := probeFile(key)
+	if p == "" {
+		return false
+	}
+	b, err := os.ReadFile(p)
+	return err == nil && string(b) == key
+}
+
+func rememberProbe(key string) {
+	p := probeFile(key)
+	if p == "" {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return
+	}
+	tmp := fmt.Sprintf("%s.%d", p, os.Getpid())
+	if os.WriteFile(tmp, []byte(key), 0o600) == nil {
+		_ = os.Rename(tmp, p)
+	}
 }
