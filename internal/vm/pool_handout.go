@@ -72,7 +72,11 @@ func (m *Manager) upPooled(ctx context.Context, o *UpOptions, start time.Time) (
 		return nil, true, err
 	}
 	if o.Template != "" && p.Template != o.Template {
-		return nil, true, fmt.Errorf("pool %s is made from %s, not template %s", p.Name, p.Template+p.Snapshot, o.Template)
+		from := "snapshot " + p.Snapshot
+		if p.Template != "" {
+			from = "template " + p.Template
+		}
+		return nil, true, fmt.Errorf("pool %s is made from %s, not template %s", p.Name, from, o.Template)
 	}
 	if p.Backend != "" && o.Backend != "" && o.Backend != p.Backend {
 		if o.Pool != "" {
