@@ -47,13 +47,25 @@ func (e *Env) Boot(ctx context.Context, o Options) (Figure, error) {
 		return Figure{}, err
 	}
 	var mvmT, rawT []time.Duration
+	var phases []map[string]time.Duration
 	for i := range o.N {
 		o.progress(fmt.Sprintf("boot: run %d/%d: mvmctl up → exec", i+1, o.N))
 		name := fmt.Sprintf("boot-%d", i)
-		d, err := e.upExec(ctx, name, func() (time.Duration, error) { return e.UpQEMU(ctx, name) })
+		var ph map[string]time.Duration
+		var upD time.Duration
+		d, err := e.upExec(ctx, name, func() (time.Duration, error) {
+			out, d, err := e.upQEMUJSON(ctx, name)
+			if err == nil {
+				ph, err = upPhases(out, d)
+			}
+			upD = d
+			return d, err
+		})
 		if err != nil {
 			return Figure{}, err
 		}
+		ph["first exec"] = d - upD
+		phases = append(phases, ph)
 		mvmT = append(mvmT, d)
 		if err := e.Remove(ctx, name); err != nil {
 			return Figure{}, err
@@ -67,8 +79,20 @@ func (e *Env) Boot(ctx context.Context, o Options) (Figure, error) {
 	if err := e.Remove(ctx, ref); err != nil {
 		return Figure{}, err
 	}
-	return NewFigure("boot", NewSeries("mvmctl up → first exec OK", mvmT),
-		NewSeries("raw QEMU → agent ready", rawT), BootTarget, ""), nil
+	f := NewFigure("boot", NewSeries("mvmctl up → first exec OK", mvmT),
+		NewSeries("raw QEMU → agent ready", rawT), BootTarget, "")
+	f.Phases = medianPhases(phases)
+	return f, nil
+}
+
+// upQEMUJSON is UpQEMU with --json, returning the progress events too.
+func (e *Env) upQEMUJSON(ctx context.Context, name string) (string, time.Duration, error) {
+	e.mu.Lock()
+	e.vms = append(e.vms, name)
+	e.mu.Unlock()
+	t := time.Now()
+	out, err := e.Run(ctx, upTimeout, "up", "--name", name, "--backend", "qemu", "--network", "none", "--json")
+	return out, time.Since(t), err
 }
 
 // upExec times up (the function) followed by `exec NAME -- true`.

@@ -43,6 +43,9 @@ func WriteText(w io.Writer, r *Report) error {
 		}
 		lines = append(lines, row(f.Name, f.Measure.What, f.Measure),
 			row("", "baseline: "+f.Baseline.What, f.Baseline), []string{"", verdict(f)})
+		for _, p := range f.Phases {
+			lines = append(lines, []string{"", fmt.Sprintf("  %-54s p50 %s", p.Name, fmtDur(p.P50))})
+		}
 	}
 	width := make([]int, 6)
 	for _, l := range lines {

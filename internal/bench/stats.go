@@ -69,6 +69,8 @@ type Figure struct {
 	Note   string   `json:"note,omitempty"`
 	// Skipped is why the figure was not measured; nothing else is set.
 	Skipped string `json:"skipped,omitempty"`
+	// Phases break Measure down (medians), where the figure can tell.
+	Phases []Phase `json:"phases,omitempty"`
 }
 
 // NewFigure computes the ratio and whether the target was met. target ≤ 0
