@@ -37,6 +37,7 @@ func (e *Env) Boot(ctx context.Context, o Options) (Figure, error) {
 	if err != nil {
 		return Figure{}, err
 	}
+	mem, merr := supervisorPSS(e.Dirs.VMDir(ref))
 	// Raw QEMU runs on the reference VM's disks, which must be free.
 	if _, err := e.Run(ctx, opTimeout, "down", ref); err != nil {
 		return Figure{}, err
@@ -82,6 +83,11 @@ func (e *Env) Boot(ctx context.Context, o Options) (Figure, error) {
 	f := NewFigure("boot", NewSeries("mvmctl up → first exec OK", mvmT),
 		NewSeries("raw QEMU → agent ready", rawT), BootTarget, "")
 	f.Phases = medianPhases(phases)
+	if merr == nil {
+		f.SupervisorPSS = &mem
+	} else {
+		f.Note = "supervisor memory not measured: " + merr.Error()
+	}
 	return f, nil
 }
 

@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,5 +40,22 @@ func TestUpPhases(t *testing.T) {
 	m := medianPhases([]map[string]time.Duration{ph, ph, {bootPhases[0].name: time.Second}})
 	if len(m) != 4 || m[0].P50 != Seconds(250*time.Millisecond) {
 		t.Errorf("medians %+v", m)
+	}
+}
+
+func TestSupervisorPSS(t *testing.T) {
+	if _, err := os.Stat("/proc/self/smaps_rollup"); err != nil {
+		t.Skip("needs Linux /proc/PID/smaps_rollup")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pids.json"), []byte(fmt.Sprintf(`{"supervisor":{"pid":%d,"start":1}}`, os.Getpid())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := supervisorPSS(dir)
+	if err != nil || n <= 0 {
+		t.Fatalf("PSS of this test as a supervisor: %d, %v", n, err)
+	}
+	if _, err := supervisorPSS(t.TempDir()); err == nil {
+		t.Fatal("no pids.json gave a figure")
 	}
 }

@@ -46,6 +46,14 @@ func WriteText(w io.Writer, r *Report) error {
 		for _, p := range f.Phases {
 			lines = append(lines, []string{"", fmt.Sprintf("  %-54s p50 %s", p.Name, fmtDur(p.P50))})
 		}
+		if f.SupervisorPSS != nil {
+			v := "met"
+			if *f.SupervisorPSS > SupervisorTarget {
+				v = "NOT met"
+			}
+			lines = append(lines, []string{"", fmt.Sprintf("supervisor + VMM guard memory (PSS) per VM: %.1f MiB; target ≤ %d MiB: %s",
+				float64(*f.SupervisorPSS)/(1<<20), SupervisorTarget>>20, v)})
+		}
 	}
 	width := make([]int, 6)
 	for _, l := range lines {

@@ -71,6 +71,9 @@ type Figure struct {
 	Skipped string `json:"skipped,omitempty"`
 	// Phases break Measure down (medians), where the figure can tell.
 	Phases []Phase `json:"phases,omitempty"`
+	// SupervisorPSS is the memory of one VM's supervisor and VMM guard
+	// (boot only), against SupervisorTarget.
+	SupervisorPSS *int64 `json:"supervisor_pss_bytes,omitempty"`
 }
 
 // NewFigure computes the ratio and whether the target was met. target ≤ 0
