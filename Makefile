@@ -47,6 +47,7 @@ test: setup build lint ## Everything CI runs: lint, unit and e2e tests (real VMs
 	@# One short run of the boot and pool benches, so a bench can never silently rot.
 	$(BIN)/mvmctl bench boot -n 1
 	$(BIN)/mvmctl bench pool -n 1
+	$(BIN)/mvmctl bench ls -n 1
 	./bench/template/run.sh -n 1
 	@# Every fuzz target for a fixed count of executions: a decoder of
 	@# guest or registry bytes that panics fails CI.

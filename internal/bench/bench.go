@@ -22,20 +22,21 @@ const (
 	Restore Kind = "restore"
 	Exec    Kind = "exec"
 	Pool    Kind = "pool"
+	Ls      Kind = "ls"
 )
 
 // Args are the arguments `mvmctl bench` accepts.
-var Args = []string{string(Boot), string(Restore), string(Exec), string(Pool), "all"}
+var Args = []string{string(Boot), string(Restore), string(Exec), string(Pool), string(Ls), "all"}
 
 // ParseKinds maps bench's argument to what it runs; "" is all.
 func ParseKinds(arg string) ([]Kind, error) {
 	switch arg {
 	case "", "all":
-		return []Kind{Boot, Restore, Exec, Pool}, nil
-	case string(Boot), string(Restore), string(Exec), string(Pool):
+		return []Kind{Boot, Restore, Exec, Pool, Ls}, nil
+	case string(Boot), string(Restore), string(Exec), string(Pool), string(Ls):
 		return []Kind{Kind(arg)}, nil
 	}
-	return nil, fmt.Errorf("unknown benchmark %q: want boot, restore, exec, pool or all", arg)
+	return nil, fmt.Errorf("unknown benchmark %q: want boot, restore, exec, pool, ls or all", arg)
 }
 
 // ExecPerRun is how many exec round trips one iteration stands for: an
@@ -93,6 +94,9 @@ func Run(ctx context.Context, o Options, kinds []Kind) (rep *Report, err error) 
 			figs = append(figs, f)
 		case Pool:
 			figs, err = e.Pool(ctx, o)
+		case Ls:
+			f, err = e.Ls(ctx, o)
+			figs = append(figs, f)
 		case Exec:
 			if f, err = e.Exec(ctx, o); err == nil {
 				figs = append(figs, f)

@@ -210,9 +210,10 @@ func TestParseKinds(t *testing.T) {
 		want []Kind
 		err  bool
 	}{
-		{"", []Kind{Boot, Restore, Exec, Pool}, false},
-		{"all", []Kind{Boot, Restore, Exec, Pool}, false},
+		{"", []Kind{Boot, Restore, Exec, Pool, Ls}, false},
+		{"all", []Kind{Boot, Restore, Exec, Pool, Ls}, false},
 		{"pool", []Kind{Pool}, false},
+		{"ls", []Kind{Ls}, false},
 		{"boot", []Kind{Boot}, false},
 		{"restore", []Kind{Restore}, false},
 		{"exec", []Kind{Exec}, false},
