@@ -25,8 +25,13 @@ help: ## List every target with what it does
 setup: ## Install what builds and tests need (scripts/setup.sh; sudo when not root)
 	./scripts/setup.sh
 
-build: ## Build bin/mvmctl, bin/mvm-agent and bin/mvm-supervisor
+# Guest agents for the other architecture too (mvm-agent-<arch>): guests of
+# a foreign arch are emulated (docs/foreign-arch.md).
+FOREIGN_ARCHES := $(filter-out $(shell $(GO) env GOHOSTARCH),amd64 arm64)
+
+build: ## Build bin/mvmctl, bin/mvm-agent, bin/mvm-supervisor and bin/mvm-agent-<other arch>
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent ./cmd/mvm-agent
+	$(foreach a,$(FOREIGN_ARCHES),CGO_ENABLED=0 GOARCH=$(a) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent-$(a) ./cmd/mvm-agent;)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-supervisor ./cmd/mvm-supervisor
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvmctl ./cmd/mvmctl
 

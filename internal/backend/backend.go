@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/guestcfg"
@@ -21,6 +22,9 @@ type Capabilities struct {
 	Vsock         bool `json:"vsock"`
 	TapNetworking bool `json:"tap_networking"`
 	Console       bool `json:"console"`
+	// ForeignArch: runs guests of another architecture than the host's
+	// (by emulation; QEMU's TCG). Others refuse a Spec.Arch not the host's.
+	ForeignArch bool `json:"foreign_arch"`
 }
 
 // Disk is one block device attached to the guest.
@@ -33,7 +37,10 @@ type Disk struct {
 
 // Spec is everything a backend needs to boot one VM. Paths are absolute.
 type Spec struct {
-	Name      string
+	Name string
+	// Arch is the guest's GOARCH; "" is the host's. Only backends with
+	// Capabilities.ForeignArch accept another.
+	Arch      string
 	Dir       string // per-VM directory owned by the VM: sockets, logs, overlays
 	Kernel    string
 	Initrd    string
@@ -173,4 +180,13 @@ var ErrUnsupported = errors.New("not supported by this backend")
 // Unsupported builds the error for a missing capability.
 func Unsupported(backendName, capability string) error {
 	return fmt.Errorf("backend %q does not support %s: %w", backendName, capability, ErrUnsupported)
+}
+
+// RefuseForeignArch is what a backend without Capabilities.ForeignArch
+// says to a spec for another architecture than the host's.
+func RefuseForeignArch(name string, spec Spec) error {
+	if spec.Arch == "" || spec.Arch == runtime.GOARCH {
+		return nil
+	}
+	return fmt.Errorf("backend %s cannot run %s guests on this %s host: only qemu emulates another architecture (use --backend qemu)", name, spec.Arch, runtime.GOARCH)
 }

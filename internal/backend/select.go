@@ -53,6 +53,8 @@ func (d Decision) String() string {
 // Probes are the host facts Select decides on; tests inject fakes.
 type Probes struct {
 	GOOS string
+	// GOARCH is the host's architecture; "" is runtime.GOARCH.
+	GOARCH string
 	// KVM reports whether KVM really runs guests, and why.
 	KVM func(ctx context.Context) (bool, string)
 	// HVF reports whether macOS's Hypervisor.framework runs guests, and why.
@@ -69,6 +71,7 @@ type Probes struct {
 func HostProbes() Probes {
 	return Probes{
 		GOOS:       runtime.GOOS,
+		GOARCH:     runtime.GOARCH,
 		KVM:        kvmprobe.Probe,
 		HVF:        kvmprobe.HVF,
 		MacOSMajor: macOSMajor,
@@ -97,8 +100,24 @@ func Select(ctx context.Context, preferred string) (Backend, Decision, error) {
 	return HostProbes().Select(ctx, preferred)
 }
 
+// SelectArch is Select for a guest of goarch ("" = the host's).
+func SelectArch(ctx context.Context, preferred, goarch string) (Backend, Decision, error) {
+	return HostProbes().SelectArch(ctx, preferred, goarch)
+}
+
 // Select is Select with these probes.
 func (p Probes) Select(ctx context.Context, preferred string) (Backend, Decision, error) {
+	return p.SelectArch(ctx, preferred, "")
+}
+
+// SelectArch is SelectArch with these probes. A guest of another
+// architecture than the host's runs only emulated: hardware acceleration
+// (KVM, hvf) runs the host's own instruction set, so only backends with
+// Capabilities.ForeignArch qualify, and QEMU then always uses TCG.
+func (p Probes) SelectArch(ctx context.Context, preferred, goarch string) (Backend, Decision, error) {
+	if goarch != "" && goarch != p.arch() {
+		return p.selectForeign(ctx, preferred, goarch)
+	}
 	if preferred != "" {
 		return p.selectPreferred(ctx, preferred)
 	}
@@ -195,6 +214,50 @@ func (p Probes) Select(ctx context.Context, preferred string) (Backend, Decision
 	}
 	if chosen == nil {
 		return nil, d, fmt.Errorf("no usable backend on this host:\n%s", d)
+	}
+	return chosen, d, nil
+}
+
+// arch is the host's GOARCH as the probes see it.
+func (p Probes) arch() string {
+	if p.GOARCH != "" {
+		return p.GOARCH
+	}
+	return runtime.GOARCH
+}
+
+// selectForeign picks a backend that emulates goarch: the preferred one if
+// it can, else the first registered candidate that can, in the usual order.
+func (p Probes) selectForeign(ctx context.Context, preferred, goarch string) (Backend, Decision, error) {
+	d := Decision{Requested: preferred}
+	names := []string{preferred}
+	if preferred == "" {
+		names = []string{"firecracker", "applevz", "docker", "qemu"}
+	}
+	var chosen Backend
+	for _, name := range names {
+		c := Candidate{Backend: name}
+		b, err := p.available(ctx, name)
+		switch {
+		case err != nil:
+			c.Reason = err.Error()
+		case !b.Capabilities().ForeignArch:
+			c.Reason = fmt.Sprintf("cannot run %s guests on this %s host (it does not emulate another architecture; use --backend qemu)", goarch, p.arch())
+		default:
+			c.Usable, c.Mode = true, "tcg"
+			c.Reason = fmt.Sprintf("%s guest on a %s host: emulated (TCG); KVM and hvf run only the host's architecture", goarch, p.arch())
+			if chosen == nil {
+				chosen, c.Chosen = b, true
+				d.Chosen, d.Mode = name, c.Mode
+			}
+		}
+		d.Candidates = append(d.Candidates, c)
+	}
+	if chosen == nil {
+		if preferred != "" {
+			return nil, d, fmt.Errorf("backend %s cannot run %s guests here: %s", preferred, goarch, d.Candidates[0].Reason)
+		}
+		return nil, d, fmt.Errorf("no backend on this host runs %s guests:\n%s", goarch, d)
 	}
 	return chosen, d, nil
 }

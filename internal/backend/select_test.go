@@ -12,10 +12,11 @@ import (
 type fakeBackend struct {
 	name string
 	err  error
+	caps Capabilities
 }
 
 func (f *fakeBackend) Name() string                                { return f.name }
-func (f *fakeBackend) Capabilities() Capabilities                  { return Capabilities{} }
+func (f *fakeBackend) Capabilities() Capabilities                  { return f.caps }
 func (f *fakeBackend) Available(context.Context) error             { return f.err }
 func (f *fakeBackend) Start(context.Context, Spec) (Handle, error) { return nil, errors.New("fake") }
 func (f *fakeBackend) Open(string) (Handle, error)                 { return nil, errors.New("fake") }
@@ -50,7 +51,8 @@ func (h host) probes() Probes {
 			if !ok {
 				return nil, fmt.Errorf("unknown backend %q", name)
 			}
-			return &fakeBackend{name: name, err: err}, nil
+			// Only QEMU emulates other architectures, as the real ones.
+			return &fakeBackend{name: name, err: err, caps: Capabilities{ForeignArch: name == "qemu"}}, nil
 		},
 		LookPath: func(f string) (string, error) {
 			if f == "firecracker" && h.firecracker {

@@ -9,7 +9,7 @@ import (
 )
 
 func newBuildCommand(g *globals) *cobra.Command {
-	var flake string
+	var flake, arch string
 	cmd := &cobra.Command{
 		Use:   "build RECIPE.toml | --flake REF",
 		Short: "Build an image from a recipe file or a Nix flake into the cache",
@@ -44,9 +44,10 @@ RECIPE.toml' or 'mvmctl up --flake REF'.`,
 			if err != nil {
 				return usageError{err}
 			}
-			return ensureImage(cmd, g, r)
+			return ensureImage(cmd, g, r, arch)
 		},
 	}
+	addArchFlag(cmd, &arch)
 	cmd.Flags().StringVar(&flake, "flake", "", "build a Nix flake (e.g. .#vm) with 'nix build' instead of a recipe")
 	return cmd
 }

@@ -20,7 +20,7 @@ func newDoctorCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rep := doctor.Run(cmd.Context(), doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent, Networks: m.Networks()})
+			rep := doctor.Run(cmd.Context(), doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent, FindAgentFor: vm.FindAgentFor, Networks: m.Networks()})
 			if g.json {
 				if err := writeJSON(g.stdout, rep); err != nil {
 					return err

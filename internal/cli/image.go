@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
@@ -156,7 +155,8 @@ func mustText(d image.Duration) string {
 }
 
 func newImageFetchCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var arch string
+	cmd := &cobra.Command{
 		Use:   "fetch NAME|RECIPE.toml",
 		Short: "Build an image into the cache (no-op when cached)",
 		Args:  exactArgs(1, "one image name or recipe file"),
@@ -165,20 +165,31 @@ func newImageFetchCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			return ensureImage(cmd, g, r)
+			return ensureImage(cmd, g, r, arch)
 		},
 	}
+	addArchFlag(cmd, &arch)
+	return cmd
+}
+
+// addArchFlag adds --arch, the guest architecture of an image or VM.
+func addArchFlag(cmd *cobra.Command, arch *string) {
+	cmd.Flags().StringVar(arch, "arch", "", "guest architecture: amd64 or arm64 (default: the host's; another one is emulated, see docs/foreign-arch.md)")
 }
 
 // ensureImage builds r and prints the result; shared by image fetch and
 // build. Progress is rendered like up's: a status line on a TTY, JSON lines
 // ({"type":"progress"}, then {"type":"result","image":...}) with --json,
 // nothing otherwise.
-func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
+func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe, arch string) error {
 	if _, err := g.manager(); err != nil {
 		return err
 	}
-	agent, err := vm.FindAgent()
+	arch, err := image.GuestArch(arch)
+	if err != nil {
+		return usageError{err}
+	}
+	agent, err := vm.FindAgentFor(arch)
 	if err != nil {
 		return err
 	}
@@ -187,7 +198,7 @@ func ensureImage(cmd *cobra.Command, g *globals, r *image.Recipe) error {
 	a, err := image.EnsureRecipe(cmd.Context(), r, image.BuildOptions{
 		CacheDir:  g.dirs.ImagesDir(),
 		AgentPath: agent,
-		Arch:      runtime.GOARCH,
+		Arch:      arch,
 		Progress: func(s string) {
 			now := time.Now()
 			pp.event(vm.Event{Time: now, Stage: "image", Message: r.Name + ": " + image.StageLabel(s), Elapsed: now.Sub(start).Seconds()})

@@ -92,7 +92,7 @@ func initHost(ctx context.Context, g *globals, o initOptions) ([]initStep, error
 	var steps []initStep
 	add := func(step, state, detail string) { steps = append(steps, initStep{step, state, detail}) }
 	doc := func() doctor.Report {
-		return doctor.Run(ctx, doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent, Networks: m.Networks()})
+		return doctor.Run(ctx, doctor.Options{Dirs: g.dirs, FindAgent: vm.FindAgent, FindAgentFor: vm.FindAgentFor, Networks: m.Networks()})
 	}
 
 	// Packages: whatever doctor's fixes say to apt-get install.

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"text/template"
 	"time"
@@ -18,6 +19,7 @@ type vmItem struct {
 	State       string            `json:"state"`
 	Reason      string            `json:"reason,omitempty"`
 	Backend     string            `json:"backend"`
+	Arch        string            `json:"arch"` // guest GOARCH
 	Image       string            `json:"image"`
 	ImageDigest string            `json:"image_digest,omitempty"`
 	CPUs        int               `json:"cpus"`
@@ -37,6 +39,9 @@ type vmItem struct {
 func listItem(r *store.Record) vmItem {
 	it := vmItem{Name: r.Name, State: r.State, Reason: r.Reason, Backend: r.Backend, Image: r.Image,
 		ImageDigest: r.ImageDigest, CPUs: r.CPUs, MemoryMiB: r.MemoryMiB, PID: r.PID, Created: r.Created, Dir: r.Dir, Sources: r.Sources, Snapshot: r.Snapshot, FromPool: r.FromPool}
+	if it.Arch = r.Arch; it.Arch == "" {
+		it.Arch = runtime.GOARCH // records from before arch was kept
+	}
 	if n := r.Net; n != nil {
 		it.Network, it.IP, it.MAC, it.Ports = n.Network, n.IP, n.MAC, n.Publish
 	}

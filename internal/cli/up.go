@@ -90,6 +90,7 @@ for them again. 'snapshot create' refuses a VM with secrets unless
 	f.StringVar(&o.Image, "image", "", "catalog image or recipe file to boot (default: minimal; see 'mvmctl image list')")
 	f.StringVarP(&o.Image, "file", "f", "", "recipe file to build and boot (same as --image PATH)")
 	f.StringVar(&o.Backend, "backend", "", "backend to use (default: chosen automatically)")
+	addArchFlag(cmd, &o.Arch)
 	f.IntVar(&o.CPUs, "cpus", 0, "number of vCPUs")
 	f.StringVar(&memory, "memory", "", "memory size, e.g. 512M or 1G")
 	f.StringVar(&flake, "flake", "", "Nix flake to build with 'nix build' and boot (e.g. .#vm; see 'mvmctl build --help')")

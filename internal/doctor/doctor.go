@@ -54,7 +54,10 @@ type Report struct {
 type Options struct {
 	Dirs      paths.Dirs
 	FindAgent func() (string, error)
-	Networks  *network.Manager // nil: no network checks
+	// FindAgentFor finds the agent for a guest arch (vm.FindAgentFor);
+	// nil: foreign-arch agents are not checked.
+	FindAgentFor func(goarch string) (string, error)
+	Networks     *network.Manager // nil: no network checks
 }
 
 // Run performs every check. It never fails: problems become checks.
@@ -71,6 +74,9 @@ func Run(ctx context.Context, o Options) Report {
 	add(toolCheck("debugfs", "reproducible image timestamps", "apt-get install e2fsprogs", Fail, ""))
 	add(toolCheck("passt", "the opt-in user-mode stack (MVM_USERNET=passt)", "apt-get install passt", Warn, "user-mode networks use QEMU's built-in stack, the default"))
 	add(agentCheck(o.FindAgent))
+	for _, a := range foreignArches() {
+		add(foreignArchCheck(a, o.FindAgentFor))
+	}
 	add(supervisorCheck())
 	if o.Networks != nil {
 		for _, f := range o.Networks.Diagnose() {
@@ -183,6 +189,53 @@ func kernelCheck() Check {
 		return c
 	}
 	c.Status, c.Detail = OK, fmt.Sprintf("%s (release %s, modules in /lib/modules/%s)", p, rel, rel)
+	return c
+}
+
+// foreignArches are the guest architectures other than the host's.
+func foreignArches() []string {
+	var out []string
+	for _, a := range []string{"amd64", "arm64"} {
+		if a != runtime.GOARCH {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// foreignArchCheck says whether `up --arch goarch` can work here: such a
+// guest is emulated (QEMU TCG, -cpu max, never KVM or hvf; backend qemu
+// only), from the kernel and busybox setup put in its arch tree and an
+// agent built for it. A Warn at most: nobody needs another arch.
+func foreignArchCheck(goarch string, findAgent func(string) (string, error)) Check {
+	c := Check{Name: goarch + " guests"}
+	var missing []string
+	bin := qemu.BinaryFor(goarch)
+	if _, err := exec.LookPath(bin); err != nil {
+		missing = append(missing, bin)
+	}
+	kernel, _, kerr := image.HostKernel(goarch)
+	if kerr != nil {
+		dir, _ := image.ArchDir(goarch)
+		missing = append(missing, "a kernel in "+dir)
+	}
+	agent := "not checked"
+	if findAgent != nil {
+		p, err := findAgent(goarch)
+		if err != nil {
+			missing = append(missing, "mvm-agent-"+goarch)
+		}
+		agent = p
+	}
+	if len(missing) > 0 {
+		c.Status = Warn
+		c.Detail = "up --arch " + goarch + " cannot work: missing " + strings.Join(missing, ", ")
+		c.Fix = image.SetupArchCommand + " " + goarch + " && make build"
+		return c
+	}
+	c.Status = OK
+	c.Detail = fmt.Sprintf("up --arch %s: emulated by %s (TCG, -cpu max; never KVM/hvf), kernel %s, agent %s; backend qemu only, much slower than a host-arch guest",
+		goarch, bin, kernel, agent)
 	return c
 }
 

@@ -388,7 +388,7 @@ func moduleDepends(name string, raw []byte) ([]string, error) {
 // debianKernel picks the kernel for kernel.source = "debian": the recipe's
 // .deb, its pinned package, else the newest installed cloud kernel, else the
 // cloud kernel package apt offers. deb is the package file used, if any.
-func debianKernel(ctx context.Context, r *Recipe, cacheDir, debarch string, progress func(string)) (k *kernelInfo, deb string, err error) {
+func debianKernel(ctx context.Context, r *Recipe, cacheDir, goarch, debarch string, progress func(string)) (k *kernelInfo, deb string, err error) {
 	switch {
 	case r.Kernel.Deb != "":
 		p, err := filepath.Abs(r.srcPath(r.Kernel.Deb))
@@ -401,7 +401,7 @@ func debianKernel(ctx context.Context, r *Recipe, cacheDir, debarch string, prog
 	case r.Kernel.Package != "":
 		return aptKernel(ctx, cacheDir, r.Kernel.Package, debarch, progress)
 	}
-	k, err = findKernel(debarch)
+	k, err = kernelFor(goarch)
 	if err == nil {
 		return k, "", nil
 	}

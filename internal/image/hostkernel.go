@@ -1,13 +1,10 @@
 package image
 
 // HostKernel reports the kernel image and release a build for goarch would
-// use, for `doctor`.
+// use, for `doctor`: the host's installed one, or a foreign arch's from its
+// tree (ArchDir).
 func HostKernel(goarch string) (path, release string, err error) {
-	da, err := debArch(goarch)
-	if err != nil {
-		return "", "", err
-	}
-	k, err := findKernel(da)
+	k, err := kernelFor(goarch)
 	if err != nil {
 		return "", "", err
 	}

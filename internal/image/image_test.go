@@ -332,7 +332,7 @@ func TestEnsureErrors(t *testing.T) {
 		{"unknown", "nope", BuildOptions{CacheDir: t.TempDir()}, "unknown image \"nope\""},
 		{"no cache dir", "minimal", BuildOptions{AgentPath: "/bin/busybox"}, "cache directory"},
 		{"no agent", "minimal", BuildOptions{CacheDir: t.TempDir()}, "agent binary path"},
-		{"cross arch", "minimal", BuildOptions{CacheDir: t.TempDir(), AgentPath: "/x", Arch: "riscv64"}, "not supported"},
+		{"unknown arch", "minimal", BuildOptions{CacheDir: t.TempDir(), AgentPath: "/x", Arch: "riscv64"}, `no Debian kernel flavour known for architecture "riscv64"`},
 	}
 	if dyn != "" {
 		tests = append(tests, struct {

@@ -32,9 +32,10 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 	if arch == "" {
 		arch = runtime.GOARCH
 	}
-	if arch != runtime.GOARCH {
-		// Host kernels, busybox --list and mkfs all come from this host.
-		return nil, fmt.Errorf("building %s images on a %s host is not supported", arch, runtime.GOARCH)
+	// A foreign arch's kernel and busybox come from its arch tree (ArchDir);
+	// nothing of the guest's is run here except by mmdebstrap.
+	if Foreign(arch) && r.Rootfs.Source == RootfsDebian && !binfmtFor(arch) {
+		return nil, fmt.Errorf("a debian rootfs for %s needs the host to run %s binaries (qemu-user-static with binfmt_misc); the minimal, oci and nix sources need nothing", arch, arch)
 	}
 	da, err := debArch(arch)
 	if err != nil {
@@ -76,7 +77,7 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 		}
 		in.kernel = &kernelInfo{Image: in.nix.kernel}
 	case KernelDebian:
-		k, deb, err := debianKernel(ctx, r, cacheDir, da, opts.progress)
+		k, deb, err := debianKernel(ctx, r, cacheDir, arch, da, opts.progress)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +114,7 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 
 	switch r.Rootfs.Source {
 	case RootfsMinimal:
-		bb, err := findBusybox()
+		bb, err := findBusyboxFor(arch)
 		if err != nil {
 			return nil, err
 		}

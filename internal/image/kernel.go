@@ -37,6 +37,33 @@ func debArch(goarch string) (string, error) {
 // findKernel picks the newest installed Debian cloud kernel for debarch whose
 // module tree is present, falling back to any kernel with modules.
 func findKernel(debarch string) (*kernelInfo, error) {
+	return findKernelIn(bootDir, modulesRoot, debarch)
+}
+
+// kernelFor finds the kernel a goarch guest boots: the host's own installed
+// kernel for the host's arch, else the one setup unpacked into the arch tree
+// (never the host's /boot: that holds the host's arch only).
+func kernelFor(goarch string) (*kernelInfo, error) {
+	da, err := debArch(goarch)
+	if err != nil {
+		return nil, err
+	}
+	if !Foreign(goarch) {
+		return findKernel(da)
+	}
+	tree, err := archTree(goarch)
+	if err != nil {
+		return nil, err
+	}
+	k, err := findKernelIn(filepath.Join(tree, "boot"), filepath.Join(tree, "lib", "modules"), da)
+	if err != nil {
+		return nil, fmt.Errorf("%s guest kernel: %w (fill %s with `%s %s`)", goarch, err, tree, SetupArchCommand, goarch)
+	}
+	return k, nil
+}
+
+// findKernelIn is findKernel over the given boot and modules directories.
+func findKernelIn(bootDir, modulesRoot, debarch string) (*kernelInfo, error) {
 	images, err := filepath.Glob(filepath.Join(bootDir, "vmlinuz-*"))
 	if err != nil {
 		return nil, fmt.Errorf("list kernels in %s: %w", bootDir, err)

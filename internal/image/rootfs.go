@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -40,14 +41,24 @@ func findBusybox() (string, error) {
 
 // busyboxApplets asks busybox for its applet list.
 func busyboxApplets(ctx context.Context, busybox string) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, busybox, "--list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("list busybox applets: %w", err)
+	var names []string
+	if checkArch(busybox, runtime.GOARCH) != nil {
+		// A foreign arch's busybox cannot run here: read its table instead.
+		var err error
+		if names, err = appletsFromBinary(busybox); err != nil {
+			return nil, err
+		}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, busybox, "--list").Output()
+		if err != nil {
+			return nil, fmt.Errorf("list busybox applets: %w", err)
+		}
+		names = strings.Fields(string(out))
 	}
 	var applets []string
-	for _, a := range strings.Fields(string(out)) {
+	for _, a := range names {
 		if a == "busybox" || skippedApplets[a] || strings.ContainsAny(a, "/\\") {
 			continue
 		}

@@ -11,11 +11,14 @@ import (
 
 // Record is a VM's persisted state.
 type Record struct {
-	Name        string    `json:"name"`
-	State       string    `json:"state"`            // see backend.State
-	Reason      string    `json:"reason,omitempty"` // why failed/stopped
-	Backend     string    `json:"backend"`
-	Image       string    `json:"image"`
+	Name    string `json:"name"`
+	State   string `json:"state"`            // see backend.State
+	Reason  string `json:"reason,omitempty"` // why failed/stopped
+	Backend string `json:"backend"`
+	Image   string `json:"image"`
+	// Arch is the guest's GOARCH; "" (records from before it was kept) is
+	// the host's. start and restart boot the same arch again.
+	Arch        string    `json:"arch,omitempty"`
 	ImageDigest string    `json:"image_digest,omitempty"`
 	CPUs        int       `json:"cpus"`
 	MemoryMiB   int       `json:"memory_mib"`

@@ -7,11 +7,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 )
 
 // FindAgent locates the static mvm-agent binary that images embed:
 // $MVM_AGENT_BIN, next to the mvmctl executable, ../libexec/mvm/, then PATH.
-func FindAgent() (string, error) {
+func FindAgent() (string, error) { return FindAgentFor("") }
+
+// FindAgentFor is FindAgent for a guest of goarch ("" = the host's). A
+// foreign arch's agent is named mvm-agent-<goarch> ('make build' makes it)
+// and overridden by $MVM_AGENT_BIN_<GOARCH>; the host's keeps its plain name.
+func FindAgentFor(goarch string) (string, error) {
+	if goarch != "" && goarch != runtime.GOARCH {
+		return findForeignAgent(goarch)
+	}
 	var tried []string
 	try := func(p string) (string, bool) {
 		if p == "" {
@@ -42,6 +52,31 @@ func FindAgent() (string, error) {
 		return p, checkStatic(p)
 	}
 	return "", fmt.Errorf("mvm-agent binary not found (looked at %v and PATH): build it with 'make build' or set MVM_AGENT_BIN", tried)
+}
+
+func findForeignAgent(goarch string) (string, error) {
+	name, env := "mvm-agent-"+goarch, "MVM_AGENT_BIN_"+strings.ToUpper(goarch)
+	if v := os.Getenv(env); v != "" {
+		if st, err := os.Stat(v); err != nil || !st.Mode().IsRegular() {
+			return "", fmt.Errorf("%s=%s: no such file", env, v)
+		}
+		return v, checkStatic(v)
+	}
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		for _, c := range []string{filepath.Join(dir, name), filepath.Join(dir, "..", "libexec", "mvm", name)} {
+			tried = append(tried, c)
+			if st, err := os.Stat(c); err == nil && st.Mode().IsRegular() {
+				return c, checkStatic(c)
+			}
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, checkStatic(p)
+	}
+	return "", fmt.Errorf("%s binary not found (looked at %v and PATH): build it with 'make build' (CGO_ENABLED=0 GOARCH=%s go build -o bin/%s ./cmd/mvm-agent) or set %s",
+		name, tried, goarch, name, env)
 }
 
 // checkStatic refuses a dynamically linked agent: it runs as PID 1 in an

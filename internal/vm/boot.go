@@ -22,7 +22,8 @@ func guestConfig(rec *store.Record, be backend.Backend) *guestcfg.Config {
 	if rec.Boot != nil {
 		gc.Policy.Console = rec.Boot.Console
 	}
-	if be.Capabilities().Vsock {
+	// vhost-vsock needs KVM, which a foreign-arch guest never gets.
+	if be.Capabilities().Vsock && !image.Foreign(rec.Arch) {
 		gc.Transport.Kind = guestcfg.TransportVsock
 	}
 	return gc
@@ -62,7 +63,7 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 		return err
 	}
 	p.emit("boot", fmt.Sprintf("starting %s VM (%d vCPU, %d MiB)", be.Name(), rec.CPUs, rec.MemoryMiB))
-	spec.Name, spec.Dir = rec.Name, rec.Dir
+	spec.Name, spec.Dir, spec.Arch = rec.Name, rec.Dir, rec.Arch
 	spec.Kernel, spec.Initrd = rec.Boot.Kernel, rec.Boot.Initrd
 	spec.CPUs, spec.MemoryMiB = rec.CPUs, rec.MemoryMiB
 	spec.ConfigISO, spec.SerialLog = cfgPath, m.SerialLog(rec.Name)

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"runtime"
 
 	"github.com/mvm-dev/mvm/internal/store"
 )
@@ -13,6 +14,8 @@ type Inspection struct {
 	// State is the reconciled state (same as Record.State, for scripts).
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
+	// Arch is the guest's GOARCH (the host's for records without one).
+	Arch string `json:"arch"`
 	// Sources says which precedence level won for each resource.
 	Sources map[string]string `json:"sources"`
 	// Backend holds what the backend reports: processes, sockets, disks,
@@ -35,6 +38,9 @@ func (m *Manager) Inspect(ctx context.Context, name string) (*Inspection, error)
 		return nil, err
 	}
 	in := &Inspection{Record: rec, State: rec.State, Reason: rec.Reason, Sources: rec.Sources, SerialLog: m.SerialLog(name)}
+	if in.Arch = rec.Arch; in.Arch == "" {
+		in.Arch = runtime.GOARCH
+	}
 	if in.Sources == nil {
 		in.Sources = map[string]string{}
 	}

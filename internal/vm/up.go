@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 	"time"
 
@@ -18,9 +17,12 @@ import (
 
 // UpOptions are the inputs of Up. Zero values mean "not given".
 type UpOptions struct {
-	Name        string
-	Image       string
-	Backend     string
+	Name    string
+	Image   string
+	Backend string
+	// Arch is the guest's GOARCH ("" = the host's); another one is
+	// emulated (backend.Capabilities.ForeignArch).
+	Arch        string
 	CPUs        int
 	MemoryMiB   int
 	BootTimeout time.Duration
@@ -106,13 +108,17 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	} else if recipe, err = image.Resolve(img.value); err != nil {
 		return nil, fmt.Errorf("%w; see 'mvmctl image list'", err)
 	}
-	beChoice := resolveBackendName(o, vc, m.Config)
-	p.emit("backend", "choosing backend")
-	be, err := m.chooseBackend(ctx, beChoice.value)
+	arch, err := image.GuestArch(o.Arch)
 	if err != nil {
 		return nil, err
 	}
-	agentPath, err := FindAgent()
+	beChoice := resolveBackendName(o, vc, m.Config)
+	p.emit("backend", "choosing backend")
+	be, err := m.chooseBackend(ctx, beChoice.value, arch)
+	if err != nil {
+		return nil, err
+	}
+	agentPath, err := FindAgentFor(arch)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +126,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 
 	rec := &store.Record{
 		Name: o.Name, State: string(backend.StateCreating), Backend: be.Name(),
-		Image: recipe.Name, ImageRef: img.value, Created: time.Now().UTC(),
+		Image: recipe.Name, ImageRef: img.value, Created: time.Now().UTC(), Arch: arch,
 		CPUs: cpus.value, MemoryMiB: mem.value,
 		Sources: map[string]string{"image": img.source, "backend": beChoice.source, "cpus": cpus.source, "memory_mib": mem.source},
 	}
@@ -152,7 +158,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		art, err = image.EnsureRecipe(ctx, recipe, image.BuildOptions{
 			CacheDir:  m.Dirs.ImagesDir(),
 			AgentPath: agentPath,
-			Arch:      runtime.GOARCH,
+			Arch:      arch,
 			Progress:  func(s string) { p.emit("image", "image "+recipe.Name+": "+image.StageLabel(s)) },
 		})
 		if err != nil {
@@ -175,9 +181,10 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 // chooseBackend maps a backend name ("" = automatic) to a usable backend.
 // Automatic selection probes the host in the documented order (usable KVM,
 // Apple Virtualization, Docker, then QEMU with TCG); the decision with the
-// reason for every candidate is logged at debug level (`up -v`).
-func (m *Manager) chooseBackend(ctx context.Context, name string) (backend.Backend, error) {
-	be, d, err := backend.Select(ctx, name)
+// reason for every candidate is logged at debug level (`up -v`). A goarch
+// guest ("" = the host's) of another arch narrows it to emulating backends.
+func (m *Manager) chooseBackend(ctx context.Context, name, goarch string) (backend.Backend, error) {
+	be, d, err := backend.SelectArch(ctx, name, goarch)
 	for _, line := range strings.Split(strings.TrimRight(d.String(), "\n"), "\n") {
 		if line != "" {
 			m.Log.Debug("backend selection: " + line)

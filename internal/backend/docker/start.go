@@ -122,6 +122,9 @@ func guestConfig(spec backend.Spec) *guestcfg.Config {
 // Start implements backend.Backend: import the image if needed, lay out the
 // VM directory, create and start the container.
 func (*Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle, error) {
+	if err := backend.RefuseForeignArch(Name, spec); err != nil {
+		return nil, err
+	}
 	e, err := newEngine()
 	if err != nil {
 		return nil, err

@@ -35,6 +35,9 @@ const baseCmdline = "console=ttyS0 reboot=k panic=1 i8042.noaux i8042.nomux i804
 
 // Start implements backend.Backend.
 func (b *Backend) Start(ctx context.Context, spec backend.Spec) (backend.Handle, error) {
+	if err := backend.RefuseForeignArch(Name, spec); err != nil {
+		return nil, err
+	}
 	h, err := b.start(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("start %s on firecracker: %w", spec.Name, err)

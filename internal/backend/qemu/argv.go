@@ -40,7 +40,7 @@ var arches = map[string]arch{
 
 // launch is everything the argv depends on, resolved by Start.
 type launch struct {
-	Arch      string // GOARCH of the guest (= host)
+	Arch      string // GOARCH of the guest; not the host's only under TCG
 	Binary    string // overrides the arch's binary when set
 	Name      string
 	KVM       bool

@@ -32,10 +32,11 @@ func (*Backend) Name() string { return Name }
 // host's vhost-vsock device; otherwise the agent is reached over virtio-serial.
 func (*Backend) Capabilities() backend.Capabilities {
 	return backend.Capabilities{
-		Pause:    true,
-		Console:  true,
-		Snapshot: true,
-		Vsock:    vsockUsable(context.Background()),
+		Pause:       true,
+		Console:     true,
+		Snapshot:    true,
+		Vsock:       vsockUsable(context.Background()),
+		ForeignArch: true, // TCG emulates any arch in arches
 	}
 }
 
@@ -62,11 +63,43 @@ func (*Backend) Available(ctx context.Context) error {
 	return nil
 }
 
-func debPackage() string {
-	if runtime.GOARCH == "arm64" {
+func debPackage() string { return debPackageFor(runtime.GOARCH) }
+
+// debPackageFor is the Debian package with the QEMU for goarch guests.
+func debPackageFor(goarch string) string {
+	if goarch == "arm64" {
 		return "qemu-system-arm"
 	}
 	return "qemu-system-x86"
+}
+
+// guestArch is spec's guest architecture: its own, else the host's.
+func guestArch(spec backend.Spec) (string, error) {
+	a := spec.Arch
+	if a == "" {
+		a = runtime.GOARCH
+	}
+	if _, ok := arches[a]; !ok {
+		return "", fmt.Errorf("no QEMU machine known for %s guests (supported: amd64, arm64)", a)
+	}
+	return a, nil
+}
+
+// BinaryFor names the QEMU executable that runs goarch guests ("" if none).
+func BinaryFor(goarch string) string { return arches[goarch].Binary }
+
+// binaryFor finds the QEMU that runs goarch guests, with how to install it.
+func binaryFor(goarch string) (string, error) {
+	bin := arches[goarch].Binary
+	p, err := exec.LookPath(bin)
+	if err != nil {
+		hint := "apt install " + debPackageFor(goarch)
+		if runtime.GOOS == "darwin" {
+			hint = "brew install qemu"
+		}
+		return "", fmt.Errorf("%s not found for %s guests (%s)", bin, goarch, hint)
+	}
+	return p, nil
 }
 
 // Accelerator reports what Start would use and why, for doctor.

@@ -49,17 +49,24 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 		return nil, err
 	}
 
+	garch, err := guestArch(spec)
+	if err != nil {
+		return nil, err
+	}
+	foreign := garch != runtime.GOARCH
+	if foreign {
+		// Fail before any disk is made: the host's QEMU need not emulate it.
+		if _, err := binaryFor(garch); err != nil {
+			return nil, err
+		}
+	}
 	disks, err := resolveDisks(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
-	kvm, _ := kvmprobe.Probe(ctx)
-	hvf := false
-	if !kvm {
-		hvf, _ = kvmprobe.HVF(ctx)
-	}
+	kvm, hvf := acceleration(ctx, garch)
 	l := launch{
-		Arch: runtime.GOARCH, Name: spec.Name, KVM: kvm, HVF: hvf, ACPI: true,
+		Arch: garch, Name: spec.Name, KVM: kvm, HVF: hvf, ACPI: true,
 		Kernel: spec.Kernel, Initrd: spec.Initrd, Cmdline: spec.Cmdline,
 		CPUs: spec.CPUs, MemoryMiB: spec.MemoryMiB, Disks: disks,
 		SerialLog: spec.SerialLog, ConsoleSock: filepath.Join(dir, consoleSock),
@@ -85,11 +92,12 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if l.MemoryMiB <= 0 {
 		l.MemoryMiB = 512
 	}
-	if !kvm && !hvf {
+	if !kvm && !hvf && !foreign {
+		// The host's TSC rate means nothing to an emulated foreign CPU.
 		l.TSCKHz = hostTSCKHz()
 	}
 	l.Confine = confinementFor(ctx, l.binary())
-	if vsockUsable(ctx) {
+	if !foreign && vsockUsable(ctx) { // vhost-vsock needs KVM
 		cid, err := allocateCID()
 		if err != nil {
 			return nil, err
@@ -102,6 +110,26 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	}
 	rec := record{Backend: Name, Transport: l.Transport, CID: l.CID, Accel: l.accelName(), Argv: argv, Launch: &l, Publish: proxied(spec)}
 	return boot(ctx, dir, rec)
+}
+
+// probeAccel reports whether KVM, else hvf, runs guests here; a variable so
+// tests can pretend either does.
+var probeAccel = func(ctx context.Context) (kvm, hvf bool) {
+	if kvm, _ = kvmprobe.Probe(ctx); kvm {
+		return true, false
+	}
+	hvf, _ = kvmprobe.HVF(ctx)
+	return false, hvf
+}
+
+// acceleration is what a garch guest runs on: KVM and hvf run only the
+// host's instruction set, so a foreign guest is always emulated (TCG, which
+// buildArgv pairs with -cpu max).
+func acceleration(ctx context.Context, garch string) (kvm, hvf bool) {
+	if garch != runtime.GOARCH {
+		return false, false
+	}
+	return probeAccel(ctx)
 }
 
 // proxied is what the supervisor publishes: ports of TAP-attached guests
