@@ -14,6 +14,7 @@ type lsItem struct {
 	Name      string `json:"name"`
 	State     string `json:"state"`
 	Backend   string `json:"backend"`
+	Arch      string `json:"arch"`
 	Image     string `json:"image"`
 	CPUs      int    `json:"cpus"`
 	MemoryMiB int    `json:"memory_mib"`

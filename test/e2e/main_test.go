@@ -42,10 +42,18 @@ func run(m *testing.M) int {
 	defer os.RemoveAll(rootDir)
 	bin := filepath.Join(rootDir, "bin")
 	repo, _ := filepath.Abs("../..")
-	for _, b := range []struct{ out, pkg string }{{"mvm-agent", "./cmd/mvm-agent"}, {"mvm-supervisor", "./cmd/mvm-supervisor"}, {"mvmctl", "./cmd/mvmctl"}} {
+	// The foreign arch's agent sits beside mvmctl, where FindAgentFor looks
+	// (arch_test.go boots a guest of that arch).
+	for _, b := range []struct{ out, pkg, goarch string }{
+		{"mvm-agent", "./cmd/mvm-agent", ""}, {"mvm-agent-" + foreignArch(), "./cmd/mvm-agent", foreignArch()},
+		{"mvm-supervisor", "./cmd/mvm-supervisor", ""}, {"mvmctl", "./cmd/mvmctl", ""},
+	} {
 		cmd := exec.Command("go", "build", "-o", filepath.Join(bin, b.out), b.pkg)
 		cmd.Dir = repo
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b.goarch != "" {
+			cmd.Env = append(cmd.Env, "GOARCH="+b.goarch)
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "e2e: build %s: %v\n%s", b.pkg, err, out)
 			return 1
