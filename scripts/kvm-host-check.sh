@@ -38,7 +38,7 @@ fcv=$(firecracker --version | head -1)
 case $fcv in *stand-in*) cant "the firecracker on PATH is the test stand-in" ;; esac
 echo "kvm-host-check: $fcv at $(command -v firecracker)"
 if command -v jailer >/dev/null; then
-	echo "kvm-host-check: $(jailer --version 2>&1 | head -1) (mvm does not launch through it yet)"
+	echo "kvm-host-check: $(jailer --version 2>&1 | head -1): VMs run jailed (as root)"
 fi
 
 make build >/dev/null

@@ -217,7 +217,7 @@ func checkFirecracker(e *Env) []Check {
 		case err != nil:
 			out = append(out, Check{Status: Warn, Check: name, Detail: "cannot read its process: " + err.Error()})
 		case c.StandIn:
-			out = append(out, Check{Status: Info, Check: name, Detail: fmt.Sprintf("pid %d is the test stand-in VMM (guest on QEMU): Firecracker's seccomp filter and jailer do not apply", c.Pid)})
+			out = append(out, Check{Status: Info, Check: name, Detail: fmt.Sprintf("pid %d is the test stand-in VMM (guest on QEMU): no Firecracker seccomp filter or chroot of its own; jail layout %s", c.Pid, c.Jail)})
 		case c.NoSeccomp || c.CustomFilter || c.Seccomp != 2:
 			out = append(out, Check{Status: Fail, Check: name + " seccomp",
 				Detail: fmt.Sprintf("pid %d runs without Firecracker's default seccomp filter (seccomp mode %d, --no-seccomp %v, --seccomp-filter %v)", c.Pid, c.Seccomp, c.NoSeccomp, c.CustomFilter),
@@ -229,8 +229,8 @@ func checkFirecracker(e *Env) []Check {
 			if c.Jailed && c.UID != 0 {
 				out = append(out, Check{Status: Pass, Check: name + " jailer", Detail: fmt.Sprintf("chrooted, uid %d", c.UID)})
 			} else {
-				out = append(out, Check{Status: Warn, Check: name + " jailer", Detail: fmt.Sprintf("not jailed (chroot %v, uid %d): mvm does not launch Firecracker through the jailer yet", c.Jailed, c.UID),
-					Fix: "none yet: the jailer layout is not wired (issue 17)"})
+				out = append(out, Check{Status: Warn, Check: name + " jailer", Detail: fmt.Sprintf("not jailed (chroot %v, uid %d; %s)", c.Jailed, c.UID, c.Jail),
+					Fix: "run mvmctl as root with Firecracker's jailer of the same release on PATH (or MVM_JAILER_BIN), then restart the VM"})
 			}
 		}
 	}

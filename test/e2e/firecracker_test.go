@@ -37,6 +37,10 @@ func TestFirecracker(t *testing.T) {
 	if dir == "" {
 		t.Fatalf("inspect has no VM dir:\n%s", ins)
 	}
+	// As root, with a jailer, the VM runs in the jailer's layout.
+	if os.Geteuid() == 0 && insp.Backend["jail"] == nil {
+		t.Fatalf("root VM not jailed (%v):\n%s", insp.Backend["unjailed"], ins)
+	}
 	// A file written before down is there after start: the VM keeps its disk.
 	must(t, time.Minute, "exec", name, "--", "sh", "-c", "echo kept > /root/marker && sync")
 	must(t, 2*time.Minute, "down", name)

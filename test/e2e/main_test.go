@@ -74,6 +74,14 @@ func run(m *testing.M) int {
 	var fcEnv []string
 	if os.Getenv("MVM_E2E_FIRECRACKER") != "real" && os.Getenv("MVM_FIRECRACKER_BIN") == "" {
 		fcEnv = append(fcEnv, "MVM_FIRECRACKER_BIN="+standin)
+		// Run as "jailer", the stand-in is the jailer too: as root, VMs
+		// run in the jailer's layout, the backend's default.
+		jailer := filepath.Join(bin, "jailer")
+		if err := os.Symlink("fcstandin", jailer); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			return 1
+		}
+		fcEnv = append(fcEnv, "MVM_JAILER_BIN="+jailer)
 	}
 	// The image cache may be shared between runs (CI keeps it warm); VM state
 	// is always fresh.

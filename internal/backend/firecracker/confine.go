@@ -28,6 +28,8 @@ type Confinement struct {
 	// StandIn is the test stand-in VMM, which has no seccomp filters or
 	// jail of its own to report.
 	StandIn bool `json:"stand_in,omitempty"`
+	// Jail is the jail mvm set up (root, uid), or why there is none.
+	Jail string `json:"jail"`
 }
 
 // ConfinementOf reads the confinement of the VM in dir, under procRoot
@@ -45,7 +47,10 @@ func ConfinementOf(dir, procRoot string) (Confinement, error) {
 	if pid <= 0 {
 		return Confinement{}, fmt.Errorf("firecracker does not run")
 	}
-	c := Confinement{Pid: pid, StandIn: rec.StandIn}
+	c := Confinement{Pid: pid, StandIn: rec.StandIn, Jail: "none: " + rec.Unjailed}
+	if j := rec.Jail; j != nil {
+		c.Jail = fmt.Sprintf("%s as %d:%d", j.Root(), j.UID, j.GID)
+	}
 	p := filepath.Join(procRoot, strconv.Itoa(pid))
 	st, err := os.ReadFile(filepath.Join(p, "status"))
 	if err != nil {

@@ -134,3 +134,37 @@ func TestInDir(t *testing.T) {
 		}
 	}
 }
+
+func TestJailArgv(t *testing.T) {
+	j := &jail{Jailer: "/usr/bin/jailer", ID: "mvm-abc", UID: 7, GID: 8, Base: "/vm", Exec: "/usr/bin/firecracker"}
+	got := strings.Join(j.argv(2, 256, "--api-sock", "/fc.sock"), " ")
+	want := "/usr/bin/jailer --id mvm-abc --exec-file /usr/bin/firecracker --uid 7 --gid 8 --chroot-base-dir /vm --cgroup-version 2 --cgroup cpu.max=200000 100000 --cgroup memory.max=402653184 -- --api-sock /fc.sock"
+	if got != want {
+		t.Fatalf("argv\n%s\nwant\n%s", got, want)
+	}
+	if j.Root() != "/vm/firecracker/mvm-abc/root" {
+		t.Fatal(j.Root())
+	}
+	// Never a way to turn seccomp off.
+	if strings.Contains(got, "seccomp") {
+		t.Fatal("seccomp flag in the jailer argv")
+	}
+}
+
+func TestPlanJail(t *testing.T) {
+	t.Setenv(EnvJailer, "/x/jailer")
+	a, _ := planJail("/vms/a", "/bin/fc")
+	b, _ := planJail("/vms/b", "/bin/fc")
+	if os.Geteuid() != 0 {
+		if a != nil {
+			t.Fatal("jailed without root")
+		}
+		return
+	}
+	if a == nil || b == nil || a.ID == b.ID || a.UID == 0 || a.UID < jailIDBase || a.Base != "/vms/a" {
+		t.Fatalf("a=%+v b=%+v", a, b)
+	}
+	if c, _ := planJail("/vms/a", "/bin/fc"); c.ID != a.ID || c.UID != a.UID {
+		t.Fatal("not stable per VM directory")
+	}
+}

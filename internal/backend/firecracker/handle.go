@@ -28,7 +28,7 @@ var (
 	_ backend.Pauser = (*Handle)(nil)
 )
 
-func (h *Handle) client() *api.Client { return api.New(h.path(apiSock)) }
+func (h *Handle) client() *api.Client { return api.New(h.rec.sock(h.dir, apiSock)) }
 
 // Dir returns the VM directory.
 func (h *Handle) Dir() string { return h.dir }
@@ -175,7 +175,7 @@ func (h *Handle) DialAgent(ctx context.Context) (net.Conn, error) {
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	c, err := hybridvsock.Dial(ctx, h.path(vsockSock), h.rec.AgentPort, hybridvsock.Options{})
+	c, err := hybridvsock.Dial(ctx, h.rec.sock(h.dir, vsockSock), h.rec.AgentPort, hybridvsock.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("dial agent: %w", err)
 	}
@@ -186,9 +186,10 @@ func (h *Handle) DialAgent(ctx context.Context) (net.Conn, error) {
 func (h *Handle) Facts() map[string]any {
 	f := map[string]any{
 		"dir": h.dir, "transport": "hybrid-vsock", "binary": h.rec.Binary, "version": h.rec.Version,
-		"sockets": map[string]string{"api": h.path(apiSock), "vsock": h.path(vsockSock)},
-		"logs":    map[string]string{"firecracker": h.path(fcLog)},
-		"argv":    h.rec.Argv,
+		"sockets": map[string]string{"api": h.rec.sock(h.dir, apiSock), "vsock": h.rec.sock(h.dir, vsockSock)},
+		"jail":    h.rec.Jail, "unjailed": h.rec.Unjailed,
+		"logs": map[string]string{"firecracker": h.path(fcLog)},
+		"argv": h.rec.Argv,
 	}
 	if p, err := supervisor.ReadPids(h.dir); err == nil {
 		f["pids"] = map[string]any{"supervisor": p.Supervisor.Pid, "supervisor_alive": p.Supervisor.Alive(), "vmm": p.VMM.Pid, "vmm_alive": p.VMM.Alive()}

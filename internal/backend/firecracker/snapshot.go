@@ -5,18 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/backend/firecracker/api"
 	"github.com/mvm-dev/mvm/internal/store"
-	"github.com/mvm-dev/mvm/internal/supervisor"
 )
 
 var (
@@ -44,6 +41,9 @@ type manifest struct {
 	Disks     []backend.Disk `json:"disks"` // Path relative to the VM dir, as the state names them
 	NICs      []string       `json:"nics,omitempty"`
 	AgentPort uint32         `json:"agent_port"`
+	// CPUs and MemoryMiB are the saved machine's (the jail's cgroup limits).
+	CPUs      int `json:"cpus"`
+	MemoryMiB int `json:"memory_mib"`
 }
 
 // Snapshot implements backend.Snapshotter: pause, PUT /snapshot/create
@@ -90,24 +90,35 @@ func (h *Handle) Snapshot(ctx context.Context, dst string) (err error) {
 			}
 		}()
 	}
+	// Written where Firecracker can (inside its jail), then moved.
+	root := h.rec.sock(h.dir, "")
+	for _, f := range []string{snapState, snapMem} {
+		os.Remove(filepath.Join(root, f))
+	}
 	if err := c.CreateSnapshot(ctx, api.SnapshotCreate{
-		SnapshotType: api.SnapshotFull,
-		SnapshotPath: filepath.Join(dst, snapState),
-		MemFilePath:  filepath.Join(dst, snapMem),
+		SnapshotType: api.SnapshotFull, SnapshotPath: snapState, MemFilePath: snapMem,
 	}); err != nil {
 		return err
 	}
-	m := manifest{Backend: Name, Version: h.rec.Version, AgentPort: h.rec.AgentPort}
+	for _, f := range []string{snapState, snapMem} {
+		if err := moveFile(ctx, filepath.Join(root, f), filepath.Join(dst, f)); err != nil {
+			return err
+		}
+	}
+	m := manifest{Backend: Name, Version: h.rec.Version, AgentPort: h.rec.AgentPort, CPUs: h.rec.CPUs, MemoryMiB: h.rec.MemoryMiB}
 	for _, d := range h.rec.Disks {
-		rel := inDir(h.dir, d.Path)
-		if !filepath.IsLocal(rel) {
+		name := h.rec.DriveNames[d.ID]
+		if name == "" {
+			name = inDir(h.dir, d.Path) // records before jails
+		}
+		if !filepath.IsLocal(name) {
 			return fmt.Errorf("disk %s lies outside the VM directory (%s); it cannot move with a snapshot", d.ID, d.Path)
 		}
-		m.Disks = append(m.Disks, backend.Disk{ID: d.ID, Path: rel, Format: d.Format, ReadOnly: d.ReadOnly})
+		m.Disks = append(m.Disks, backend.Disk{ID: d.ID, Path: name, Format: d.Format, ReadOnly: d.ReadOnly})
 		if d.ReadOnly {
 			continue // the config drive: a clone gets its own
 		}
-		if err := copySparse(ctx, d.Path, filepath.Join(dst, rel)); err != nil {
+		if err := copySparse(ctx, d.Path, filepath.Join(dst, name)); err != nil {
 			return err
 		}
 	}
@@ -119,12 +130,17 @@ func (h *Handle) Snapshot(ctx context.Context, dst string) (err error) {
 	return store.WriteFileAtomic(filepath.Join(dst, snapManifest), append(b, '\n'), 0o600)
 }
 
+// copySparse copies src (a file, or a directory: the stand-in VMM keeps
+// guest memory in one) to dst, sharing blocks where the filesystem can.
 func copySparse(ctx context.Context, src, dst string) error {
-	out, err := exec.CommandContext(ctx, "cp", "--reflink=auto", "--sparse=always", "--no-preserve=all", src, dst).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "cp", "-R", "--reflink=auto", "--sparse=always", "--no-preserve=all", src, dst).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("copy %s: %w: %s", src, err, strings.TrimSpace(string(out)))
 	}
-	return os.Chmod(dst, 0o600)
+	if st, err := os.Stat(dst); err == nil && st.Mode().IsRegular() {
+		return os.Chmod(dst, 0o600)
+	}
+	return nil
 }
 
 func readManifest(dir string) (manifest, error) {
@@ -218,37 +234,55 @@ func (b *Backend) restore(ctx context.Context, spec backend.Spec, snapDir string
 	}
 	rec := record{
 		Backend: Name, Binary: bin, Disks: disks, AgentPort: m.AgentPort, Snapshot: snapDir, NICs: m.NICs, StandIn: standIn,
-		Argv: []string{bin, "--api-sock", filepath.Join(spec.Dir, apiSock), "--id", instanceID(spec.Name)},
+		DriveNames: map[string]string{},
 	}
 	if rec.AgentPort == 0 {
 		return nil, errors.New("snapshot manifest names no agent port")
 	}
+	cpus, memMiB := shape(backend.Spec{CPUs: m.CPUs, MemoryMiB: m.MemoryMiB})
+	rec.CPUs, rec.MemoryMiB = m.CPUs, m.MemoryMiB
+	if err := rec.layout(spec.Dir, bin, spec.Name, cpus, memMiB); err != nil {
+		return nil, err
+	}
+	for i, d := range m.Disks {
+		rec.DriveNames[d.ID] = d.Path
+		if rec.Jail != nil {
+			if err := rec.Jail.put(ctx, disks[i].Path, d.Path, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	f := files{}
+	if f.serial, err = rec.exposeSerial(ctx, spec.Dir, spec.SerialLog); err != nil {
+		return nil, err
+	}
+	state, mem := filepath.Join(snapDir, snapState), filepath.Join(snapDir, snapMem)
+	if rec.Jail != nil {
+		// Each clone's jail user gets its own copy (reflinked where the
+		// filesystem can): a hard link would hand the snapshot's files
+		// to one clone's uid.
+		for _, n := range []string{snapState, snapMem} {
+			if err := rec.Jail.put(ctx, filepath.Join(snapDir, n), n, false); err != nil {
+				return nil, err
+			}
+		}
+		state, mem = snapState, snapMem
+	}
 	if err := writeRecord(spec.Dir, rec); err != nil {
 		return nil, err
 	}
-	cfg := supervisor.Config{
-		Argv: rec.Argv, VMMLog: filepath.Join(spec.Dir, fcLog),
-		Remove: []string{filepath.Join(spec.Dir, apiSock), filepath.Join(spec.Dir, vsockSock)},
-	}
-	for _, p := range spec.Publish {
-		cfg.Publish = append(cfg.Publish, supervisor.Publish{
-			Proto:  p.Proto,
-			Listen: net.JoinHostPort(p.HostIP, strconv.Itoa(p.HostPort)),
-			Target: net.JoinHostPort(p.GuestIP, strconv.Itoa(p.GuestPort)),
-		})
-	}
-	if _, err := supervisor.Launch(ctx, spec.Dir, cfg); err != nil {
+	if err := launch(ctx, spec.Dir, rec, spec); err != nil {
 		return nil, err
 	}
 	h := &Handle{dir: spec.Dir, rec: rec}
-	if err := h.load(ctx, spec, snapDir, m, overrides); err != nil {
+	if err := h.load(ctx, f, state, mem, m, overrides); err != nil {
 		h.Kill(context.Background())
 		return nil, err
 	}
 	return h, nil
 }
 
-func (h *Handle) load(ctx context.Context, spec backend.Spec, snapDir string, m manifest, overrides []api.NetworkOverride) error {
+func (h *Handle) load(ctx context.Context, f files, state, mem string, m manifest, overrides []api.NetworkOverride) error {
 	c := h.client()
 	if err := c.WaitReady(ctx, h.exited(ctx)); err != nil {
 		return fmt.Errorf("%w: %s", err, h.logTail())
@@ -269,14 +303,14 @@ func (h *Handle) load(ctx context.Context, spec backend.Spec, snapDir string, m 
 		return err
 	}
 	// Serial output is not part of the state; configure it before the load.
-	if spec.SerialLog != "" {
-		if err := c.PutSerial(ctx, api.Serial{SerialOutPath: spec.SerialLog}); err != nil {
+	if f.serial != "" {
+		if err := c.PutSerial(ctx, api.Serial{SerialOutPath: f.serial}); err != nil {
 			return err
 		}
 	}
 	load := api.SnapshotLoad{
-		SnapshotPath:     filepath.Join(snapDir, snapState),
-		MemBackend:       &api.MemBackend{BackendType: "File", BackendPath: filepath.Join(snapDir, snapMem)},
+		SnapshotPath:     state,
+		MemBackend:       &api.MemBackend{BackendType: "File", BackendPath: mem},
 		NetworkOverrides: overrides,
 		ResumeVM:         true,
 	}
@@ -297,4 +331,15 @@ func linkOrCopy(ctx context.Context, src, dst string) error {
 		return nil
 	}
 	return copySparse(ctx, src, dst)
+}
+
+// moveFile renames src to dst, copying across filesystems.
+func moveFile(ctx context.Context, src, dst string) error {
+	if err := os.Rename(src, dst); err == nil {
+		return nil
+	}
+	if err := copySparse(ctx, src, dst); err != nil {
+		return err
+	}
+	return os.Remove(src)
 }

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -82,36 +80,44 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 	if err != nil {
 		return nil, err
 	}
-	id := instanceID(spec.Name)
 	var nics []string
 	for _, n := range spec.NICs {
 		nics = append(nics, n.ID)
 	}
 	rec := record{
 		Backend: Name, Binary: bin, Disks: disks, AgentPort: guestcfg.DefaultVsockPort, NICs: nics, StandIn: standIn,
-		Argv: []string{bin, "--api-sock", filepath.Join(dir, apiSock), "--id", id},
+	}
+	cpus, mem := shape(spec)
+	rec.CPUs, rec.MemoryMiB = cpus, mem
+	if err := rec.layout(dir, bin, spec.Name, cpus, mem); err != nil {
+		return nil, err
+	}
+	files := files{}
+	if files.kernel, err = rec.expose(ctx, dir, kernel); err != nil {
+		return nil, err
+	}
+	if spec.Initrd != "" {
+		if files.initrd, err = rec.expose(ctx, dir, spec.Initrd); err != nil {
+			return nil, err
+		}
+	}
+	if files.serial, err = rec.exposeSerial(ctx, dir, spec.SerialLog); err != nil {
+		return nil, err
+	}
+	rec.DriveNames = map[string]string{}
+	for _, d := range disks {
+		if rec.DriveNames[d.ID], err = rec.expose(ctx, dir, d.Path); err != nil {
+			return nil, err
+		}
 	}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, err
 	}
-	cfg := supervisor.Config{
-		Argv:   rec.Argv,
-		VMMLog: filepath.Join(dir, fcLog),
-		// Firecracker removes neither socket when it exits.
-		Remove: []string{filepath.Join(dir, apiSock), filepath.Join(dir, vsockSock)},
-	}
-	for _, p := range spec.Publish {
-		cfg.Publish = append(cfg.Publish, supervisor.Publish{
-			Proto:  p.Proto,
-			Listen: net.JoinHostPort(p.HostIP, strconv.Itoa(p.HostPort)),
-			Target: net.JoinHostPort(p.GuestIP, strconv.Itoa(p.GuestPort)),
-		})
-	}
-	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {
+	if err := launch(ctx, dir, rec, spec); err != nil {
 		return nil, err
 	}
 	h := &Handle{dir: dir, rec: rec}
-	if err := h.configure(ctx, spec, kernel, disks); err != nil {
+	if err := h.configure(ctx, spec, files, disks); err != nil {
 		h.Kill(context.Background())
 		return nil, err
 	}
@@ -120,7 +126,7 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 
 // configure waits for the API, checks the version, describes the VM and
 // starts it.
-func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string, disks []backend.Disk) error {
+func (h *Handle) configure(ctx context.Context, spec backend.Spec, f files, disks []backend.Disk) error {
 	c := h.client()
 	if err := c.WaitReady(ctx, h.exited(ctx)); err != nil {
 		return fmt.Errorf("%w: %s", err, h.logTail())
@@ -133,25 +139,19 @@ func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string
 	if err := writeRecord(h.dir, h.rec); err != nil {
 		return err
 	}
-	cpus, mem := spec.CPUs, spec.MemoryMiB
-	if cpus <= 0 {
-		cpus = 1
-	}
-	if mem <= 0 {
-		mem = 512
-	}
+	cpus, mem := shape(spec)
 	if err := c.PutMachineConfig(ctx, api.MachineConfig{VcpuCount: cpus, MemSizeMib: mem}); err != nil {
 		return err
 	}
-	boot := api.BootSource{KernelImagePath: kernel, InitrdPath: spec.Initrd, BootArgs: strings.TrimSpace(baseCmdline + " " + spec.Cmdline)}
+	boot := api.BootSource{KernelImagePath: f.kernel, InitrdPath: f.initrd, BootArgs: strings.TrimSpace(baseCmdline + " " + spec.Cmdline)}
 	if err := c.PutBootSource(ctx, boot); err != nil {
 		return err
 	}
 	for i, d := range disks {
-		// Relative to the VM directory, Firecracker's working directory:
-		// the snapshot state records these paths, so a clone restored in
-		// its own directory opens its own copies.
-		drive := api.Drive{DriveID: d.ID, PathOnHost: inDir(h.dir, d.Path), IsRootDevice: i == 0, IsReadOnly: d.ReadOnly}
+		// Relative to Firecracker's working directory (the VM directory,
+		// or the jail root): the snapshot state records these paths, so
+		// a clone restored in its own directory opens its own copies.
+		drive := api.Drive{DriveID: d.ID, PathOnHost: h.rec.DriveNames[d.ID], IsRootDevice: i == 0, IsReadOnly: d.ReadOnly}
 		if err := c.PutDrive(ctx, drive); err != nil {
 			return err
 		}
@@ -169,8 +169,8 @@ func (h *Handle) configure(ctx context.Context, spec backend.Spec, kernel string
 	if err := c.PutEntropy(ctx, api.Entropy{}); err != nil {
 		return err
 	}
-	if spec.SerialLog != "" {
-		if err := c.PutSerial(ctx, api.Serial{SerialOutPath: spec.SerialLog}); err != nil {
+	if f.serial != "" {
+		if err := c.PutSerial(ctx, api.Serial{SerialOutPath: f.serial}); err != nil {
 			return err
 		}
 	}
@@ -258,9 +258,6 @@ func prepareDir(dir string) error {
 	}
 	for _, f := range []string{apiSock, vsockSock} {
 		os.Remove(filepath.Join(dir, f))
-	}
-	if p := filepath.Join(dir, vsockSock); len(p) > maxSockPath {
-		return fmt.Errorf("VM directory path too long for unix sockets (%d > %d bytes): %s", len(p), maxSockPath, dir)
 	}
 	return nil
 }

@@ -30,6 +30,17 @@ type record struct {
 	// NICs are the Firecracker iface ids, in order (snapshot overrides
 	// name them).
 	NICs []string `json:"nics,omitempty"`
+	// CPUs and MemoryMiB are the machine's shape.
+	CPUs      int `json:"cpus,omitempty"`
+	MemoryMiB int `json:"memory_mib,omitempty"`
+	// Root is Firecracker's working directory and "/": the VM directory,
+	// or the jail root. Its sockets and the files it opens live there.
+	Root string `json:"root,omitempty"`
+	// Jail is how it is jailed; nil: Unjailed says why not.
+	Jail     *jail  `json:"jail,omitempty"`
+	Unjailed string `json:"unjailed,omitempty"`
+	// DriveNames are the paths Firecracker opens each drive by (id → path).
+	DriveNames map[string]string `json:"drive_names,omitempty"`
 	// StandIn marks the test stand-in VMM (its --version says so).
 	StandIn bool `json:"stand_in,omitempty"`
 	// Snapshot is the directory the VM was restored from: its memory

@@ -2,6 +2,8 @@ package standin
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +43,11 @@ func Main(args []string) int {
 	fs.String("log-path", "", "log path (ignored)")
 	fs.String("seccomp-filter", "", "seccomp filter (ignored: no Firecracker threads to filter)")
 	fs.Bool("boot-timer", false, "ignored")
+	for _, f := range []string{"start-time-us", "start-time-cpu-us", "parent-cpu-time-us"} {
+		fs.String(f, "", "passed by the jailer (ignored)")
+	}
+	root := fs.String("standin-root", "", "jail root (set by the stand-in jailer)")
+	owner := fs.Int("standin-owner", 0, "the jail's uid (set by the stand-in jailer)")
 	if err := fs.Parse(args); err != nil {
 		return 153 // Firecracker's exit code for bad arguments
 	}
@@ -47,8 +55,15 @@ func Main(args []string) int {
 		fmt.Printf("Firecracker v%s (stand-in)\n", Version)
 		return 0
 	}
+	probe := &Server{Root: *root}
+	*apiSock = probe.resolve(*apiSock)
 	if *workDir == "" {
-		*workDir = filepath.Join(filepath.Dir(*apiSock), "standin")
+		// Short and outside the VM directory: the qemu backend's sockets
+		// must fit in a unix socket path, and a jail root is deep. Named
+		// after the API socket, so it is this VM's alone; removed on exit.
+		sum := sha256.Sum256([]byte(*apiSock))
+		*workDir = filepath.Join(os.TempDir(), "fcstandin-"+hex.EncodeToString(sum[:6]))
+		defer os.RemoveAll(*workDir)
 	}
 	if abs, err := filepath.Abs(*workDir); err == nil {
 		*workDir = abs
@@ -68,6 +83,7 @@ func Main(args []string) int {
 	defer guard.Process.Kill()
 	srv := NewServer(*id, QEMURunner(*workDir), log)
 	srv.Load = QEMULoader(*workDir)
+	srv.Root, srv.Owner = *root, *owner
 	defer srv.Close()
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln)
@@ -125,6 +141,9 @@ func runGuard(args []string, log *slog.Logger) int {
 	if err := h.Kill(ctx); err != nil {
 		log.Error("stand-in guard: kill guest", "err", err)
 		return 1
+	}
+	if filepath.Base(filepath.Dir(dir)) == filepath.Base(os.TempDir()) && strings.HasPrefix(filepath.Base(dir), "fcstandin-") {
+		os.RemoveAll(dir)
 	}
 	log.Warn("stand-in died; guest killed")
 	return 0

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -103,6 +104,11 @@ type Server struct {
 	Log  *slog.Logger
 	Run  Runner
 	Load Loader
+	// Root is the jail root under the stand-in jailer: absolute paths in
+	// requests are inside it, as for a chrooted Firecracker ("" = "/"),
+	// and files must belong to Owner (the jail's uid) or be readable by all.
+	Root  string
+	Owner int
 
 	mu       sync.Mutex
 	cfg      Config
@@ -326,12 +332,19 @@ func (s *Server) putMachineConfig(_ string, obj map[string]json.RawMessage) (any
 }
 
 func (s *Server) putBootSource(_ string, obj map[string]json.RawMessage) (any, *apiError) {
-	k := str(obj, "kernel_image_path")
+	k := s.resolve(str(obj, "kernel_image_path"))
 	if err := readable(k); err != nil {
+		return nil, bad("The kernel file cannot be opened: %v", err)
+	}
+	if err := s.jailed(k); err != nil {
 		return nil, bad("The kernel file cannot be opened: %v", err)
 	}
 	initrd := str(obj, "initrd_path")
 	if initrd != "" {
+		initrd = s.resolve(initrd)
+		if err := s.jailed(initrd); err != nil {
+			return nil, bad("The initrd file cannot be opened due to invalid permissions or missing file: %v", err)
+		}
 		if err := readable(initrd); err != nil {
 			return nil, bad("The initrd file cannot be opened due to invalid permissions or missing file: %v", err)
 		}
@@ -357,7 +370,10 @@ func (s *Server) putDrive(id string, obj map[string]json.RawMessage) (any, *apiE
 		return nil, bad("Unable to create the block device: path_on_host and is_read_only are required for a virtio-block drive.")
 	}
 	d := Drive{ID: id, Given: str(obj, "path_on_host"), Root: boolean(obj, "is_root_device"), ReadOnly: boolean(obj, "is_read_only")}
-	d.Path, _ = filepath.Abs(d.Given)
+	d.Path = s.resolve(d.Given)
+	if err := s.jailed(d.Path); err != nil {
+		return nil, bad("Unable to create the block device: BackingFile(%v)", err)
+	}
 	if has(obj, "partuuid") && !d.Root {
 		return nil, bad("A partuuid is only valid for the root device.")
 	}
@@ -421,7 +437,7 @@ func (s *Server) putVsock(_ string, obj map[string]json.RawMessage) (any, *apiEr
 		s.vsock.Close()
 		s.vsock = nil
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := net.Listen("unix", s.resolve(path))
 	if err != nil {
 		return nil, bad("Cannot create backend for vsock device: UnixBind(%v)", err)
 	}
@@ -437,7 +453,12 @@ func (s *Server) putEntropy(string, map[string]json.RawMessage) (any, *apiError)
 }
 
 func (s *Server) putSerial(_ string, obj map[string]json.RawMessage) (any, *apiError) {
-	s.cfg.SerialOut = str(obj, "serial_out_path")
+	if p := str(obj, "serial_out_path"); p != "" {
+		s.cfg.SerialOut = s.resolve(p)
+		if err := s.jailed(s.cfg.SerialOut); err != nil {
+			return nil, bad("Cannot open the serial output file: %v", err)
+		}
+	}
 	return nil, nil
 }
 
@@ -539,4 +560,41 @@ func (s *Server) acceptVsock(ln net.Listener) {
 		mu.Unlock()
 		go s.bridge(c, port)
 	}
+}
+
+// resolve maps a path from a request to the host: inside the jail root
+// when jailed, relative paths against the working directory.
+func (s *Server) resolve(p string) string {
+	if s.Root != "" && filepath.IsAbs(p) {
+		return filepath.Join(s.Root, p)
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return abs
+}
+
+// jailed checks, under the stand-in jailer, that p lies in the jail and
+// that the jail's user may use it, as a chrooted, unprivileged
+// Firecracker could.
+func (s *Server) jailed(p string) error {
+	if s.Root == "" {
+		return nil
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return err
+	}
+	if rel, err := filepath.Rel(s.Root, real); err != nil || !filepath.IsLocal(rel) {
+		return fmt.Errorf("%s is outside the jail %s", p, s.Root)
+	}
+	st, err := os.Stat(real)
+	if err != nil {
+		return err
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != s.Owner && st.Mode().Perm()&0o004 == 0 {
+		return fmt.Errorf("%s belongs to uid %d, not the jail's uid %d", p, sys.Uid, s.Owner)
+	}
+	return nil
 }

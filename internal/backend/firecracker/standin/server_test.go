@@ -342,7 +342,7 @@ func TestSnapshotCreateAndLoad(t *testing.T) {
 		t.Fatalf("diff: %d %q", st, msg)
 	}
 	e.must("PUT", "/snapshot/create", `{"snapshot_type":"Full","snapshot_path":"`+state+`","mem_file_path":"`+mem+`"}`)
-	if _, err := os.Stat(state + ".qemu"); err != nil {
+	if st, err := os.Stat(mem); err != nil || !st.IsDir() {
 		t.Fatal(err)
 	}
 
@@ -392,5 +392,39 @@ func TestSnapshotCreateAndLoad(t *testing.T) {
 				t.Fatal("a loaded VM takes pre-boot calls")
 			}
 		})
+	}
+}
+
+func TestJailerRefuses(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "firecracker")
+	os.WriteFile(exe, []byte("x"), 0o755)
+	ok := []string{"--id", "vm-1", "--exec-file", exe, "--uid", "100", "--gid", "100", "--chroot-base-dir", t.TempDir()}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--exec-file", exe, "--uid", "1", "--gid", "1"}, "invalid --id"},
+		{append(append([]string{}, ok...), "--id", "bad_id"), "invalid --id"},
+		{append(append([]string{}, ok...), "--id", strings.Repeat("a", 65)), "invalid --id"},
+		{[]string{"--id", "a", "--uid", "1", "--gid", "1"}, "--exec-file is required"},
+		{[]string{"--id", "a", "--exec-file", exe}, "--uid and --gid are required"},
+		{append(append([]string{}, ok...), "--cgroup-version", "3"), "invalid --cgroup-version"},
+		{append(append([]string{}, ok...), "--cgroup", "memory"), "invalid --cgroup"},
+		{append(append([]string{}, ok...), "--resource-limit", "cores=1"), "invalid --resource-limit"},
+		{append(append([]string{}, ok...), "--netns", "/does/not/exist"), "--netns"},
+		{append(append([]string{}, ok...), "--exec-file", "/does/not/exist"), "is not a file"},
+		{append(append([]string{}, ok...), "--chroot-base-dir", "rel"), "must be absolute"},
+	}
+	for _, tt := range tests {
+		err := jailer(tt.args)
+		if os.Geteuid() != 0 {
+			if err == nil || !strings.Contains(err.Error(), "root") {
+				t.Fatalf("non-root: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: err %v, want %q", tt.args, err, tt.want)
+		}
 	}
 }

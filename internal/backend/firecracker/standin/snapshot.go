@@ -5,21 +5,19 @@ import (
 	"encoding/json"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 )
 
 // A stand-in snapshot. Firecracker writes its device state to
 // snapshot_path and guest RAM to mem_file_path; the stand-in's guest is a
-// QEMU VM, whose snapshot is a directory the qemu backend writes. So
-// snapshot_path holds a small pointer (below) naming that directory,
-// placed beside it as "<snapshot_path>.qemu", and mem_file_path is an
-// empty file. What the real state would carry by name — drive paths as
-// given, the vsock socket, the NICs — the pointer carries, so a load
-// resolves and overrides them as Firecracker does.
+// QEMU VM, whose snapshot (RAM, device state, disks) is a directory the
+// qemu backend writes. So mem_file_path becomes that directory, and
+// snapshot_path a small pointer file carrying what the real state carries
+// by name — drive paths as given, the vsock socket, the NICs — so a load
+// resolves and overrides them as Firecracker does. Both move as two
+// paths, as Firecracker's files do.
 type pointer struct {
 	StandIn   string  `json:"standin"` // Version
-	QEMU      string  `json:"qemu"`    // the qemu snapshot dir, relative to snapshot_path's dir
 	Drives    []Drive `json:"drives"`
 	NICs      []NIC   `json:"nics"`
 	VsockCID  uint32  `json:"vsock_cid"`
@@ -38,25 +36,20 @@ func (s *Server) createSnapshot(_ string, obj map[string]json.RawMessage) (any, 
 	if !ok {
 		return nil, bad("stand-in: this guest cannot be saved")
 	}
-	statePath, _ := filepath.Abs(str(obj, "snapshot_path"))
-	memPath, _ := filepath.Abs(str(obj, "mem_file_path"))
-	qdir := statePath + ".qemu"
-	os.RemoveAll(qdir) // Firecracker truncates existing files
+	statePath, memPath := s.resolve(str(obj, "snapshot_path")), s.resolve(str(obj, "mem_file_path"))
+	os.RemoveAll(memPath) // Firecracker truncates existing files
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	if err := sn.Snapshot(ctx, qdir); err != nil {
+	if err := sn.Snapshot(ctx, memPath); err != nil {
 		return nil, bad("Create snapshot error: %v", err)
 	}
-	p := pointer{StandIn: Version, QEMU: filepath.Base(qdir), Drives: s.drives, NICs: s.nics, VsockCID: s.cfg.VsockCID, VsockPath: s.cfg.VsockPath}
+	p := pointer{StandIn: Version, Drives: s.drives, NICs: s.nics, VsockCID: s.cfg.VsockCID, VsockPath: s.cfg.VsockPath}
 	if ap, ok := s.guest.(interface{ AgentPort() uint32 }); ok {
 		p.AgentPort = ap.AgentPort()
 	}
 	b, _ := json.Marshal(p)
 	if err := os.WriteFile(statePath, b, 0o600); err != nil {
 		return nil, bad("Create snapshot error: write %s: %v", statePath, err)
-	}
-	if err := os.WriteFile(memPath, nil, 0o600); err != nil {
-		return nil, bad("Create snapshot error: write %s: %v", memPath, err)
 	}
 	return nil, nil
 }
@@ -97,16 +90,17 @@ func (s *Server) load(obj map[string]json.RawMessage) (any, *apiError) {
 		}
 		memPath = mb.BackendPath
 	}
+	memPath = s.resolve(memPath)
 	if err := readable(memPath); err != nil {
 		return nil, fail("cannot open the memory file: %v", err)
 	}
-	statePath, _ := filepath.Abs(str(obj, "snapshot_path"))
+	statePath := s.resolve(str(obj, "snapshot_path"))
 	b, err := os.ReadFile(statePath)
 	if err != nil {
 		return nil, fail("cannot open the snapshot file: %v", err)
 	}
 	var p pointer
-	if err := json.Unmarshal(b, &p); err != nil || p.QEMU == "" || p.StandIn == "" {
+	if err := json.Unmarshal(b, &p); err != nil || p.StandIn == "" {
 		return nil, fail("the snapshot file is not a stand-in snapshot")
 	}
 	if p.StandIn != Version {
@@ -146,21 +140,21 @@ func (s *Server) load(obj map[string]json.RawMessage) (any, *apiError) {
 	// Paths in the state are resolved by the loading process.
 	drives := append([]Drive(nil), p.Drives...)
 	for i := range drives {
-		drives[i].Path, _ = filepath.Abs(drives[i].Given)
+		drives[i].Path = s.resolve(drives[i].Given)
 		if err := readable(drives[i].Path); err != nil {
 			return nil, fail("drive %s: %v", drives[i].ID, err)
 		}
 	}
 	var ln net.Listener
 	if vsockPath != "" {
-		if ln, err = net.Listen("unix", vsockPath); err != nil {
+		if ln, err = net.Listen("unix", s.resolve(vsockPath)); err != nil {
 			return nil, fail("vsock: UnixBind(%v)", err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	g, err := s.Load(ctx, LoadConfig{
-		ID: s.cfg.ID, Saved: filepath.Join(filepath.Dir(statePath), p.QEMU),
+		ID: s.cfg.ID, Saved: memPath,
 		SerialOut: s.cfg.SerialOut, NICs: nics, Drives: drives, AgentPort: p.AgentPort,
 	})
 	if err != nil {
