@@ -68,6 +68,11 @@ func recordAudit(ctx context.Context, g *globals, cmd *cobra.Command, args []str
 	if h := cmd.Flags().Lookup("help"); h != nil && h.Changed {
 		return
 	}
+	if g.purged {
+		// uninstall --purge deleted the trail with the rest of the state
+		// on purpose; writing it now would make the state dir again.
+		return
+	}
 	rec := audit.Record{
 		Verb:   verbOf(cmd),
 		Target: auditTarget(cmd),

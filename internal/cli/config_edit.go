@@ -56,6 +56,13 @@ func builtin(name string) any {
 		return false
 	case "trust.require_signatures_for":
 		return []string{}
+	case "update.url":
+		return ""
+	case "update.key":
+		if PinnedReleaseKey != "" {
+			return "(pinned in this build)"
+		}
+		return ""
 	}
 	return nil
 }

@@ -38,6 +38,9 @@ type globals struct {
 	// process is set when this tree is the whole process (Main), which may
 	// then own process-wide state such as the default logger.
 	process bool
+	// purged: uninstall --purge removed the state directory, audit trail
+	// and all, so nothing more is written there.
+	purged bool
 }
 
 // manager resolves paths and config on first use, so that commands that need
@@ -154,6 +157,8 @@ guest agent: exec, console, health. No SSH.`,
 		newPoolCommand(g),
 		newInitCommand(g),
 		newDevCommand(g),
+		newUpdateCommand(g),
+		newUninstallCommand(g),
 	)
 	markRuntime(root)
 	registerNameCompletions(g, root)

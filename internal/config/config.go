@@ -34,6 +34,18 @@ type Config struct {
 	// Trust is the [trust] table: which template stores must serve signed
 	// templates (see docs/signing.md).
 	Trust TrustPolicy `toml:"trust,omitempty" json:"trust,omitzero"`
+	// Update is the [update] table: where `mvmctl update` finds releases
+	// and the key their checksums must be signed by.
+	Update UpdateConfig `toml:"update,omitempty" json:"update,omitzero"`
+}
+
+// UpdateConfig is the [update] table.
+type UpdateConfig struct {
+	// URL is the release root (see internal/update).
+	URL string `toml:"url,omitempty" json:"url,omitempty"`
+	// Key is a public key file (mvmctl key export) releases are checked
+	// against, instead of the key this build pins.
+	Key string `toml:"key,omitempty" json:"key,omitempty"`
 }
 
 // Built-in defaults, the last step of every precedence chain.

@@ -45,6 +45,8 @@ var keys = []Key{
 	{"console_idle_timeout", KindDuration, "an unused console session ends after this"},
 	{"trust.require_signatures", KindBool, "refuse unsigned templates from every store"},
 	{"trust.require_signatures_for", KindStrings, "stores (prefixes) whose templates must be signed"},
+	{"update.url", KindString, "where mvmctl update finds releases (https)"},
+	{"update.key", KindString, "public key file releases must be signed by (default: the key this build pins)"},
 }
 
 // Keys lists the keys of config.toml.
@@ -88,6 +90,10 @@ func (c *Config) Get(name string) (any, bool, error) {
 		return time.Duration(c.ConsoleIdleTimeout).String(), c.ConsoleIdleTimeout != 0, nil
 	case "trust.require_signatures":
 		return c.Trust.RequireSignatures, c.Trust.RequireSignatures, nil
+	case "update.url":
+		return c.Update.URL, c.Update.URL != "", nil
+	case "update.key":
+		return c.Update.Key, c.Update.Key != "", nil
 	case "trust.require_signatures_for":
 		l := c.Trust.RequireSignaturesFor
 		if l == nil {

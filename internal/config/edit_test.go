@@ -104,7 +104,8 @@ func TestKeysCoverConfig(t *testing.T) {
 	}
 	b, err := (&Config{DefaultCPUs: 1, DefaultMemoryMiB: 64, DefaultBackend: "x", DefaultImage: "x", DefaultNetwork: "x",
 		BootTimeout: 1, StopTimeout: 1, ConsoleIdleTimeout: 1,
-		Trust: TrustPolicy{RequireSignatures: true, RequireSignaturesFor: []string{"x"}}}).Encode()
+		Trust:  TrustPolicy{RequireSignatures: true, RequireSignaturesFor: []string{"x"}},
+		Update: UpdateConfig{URL: "https://x", Key: "/k.pub"}}).Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +116,9 @@ func TestKeysCoverConfig(t *testing.T) {
 		}
 		if strings.HasPrefix(name, "require_") {
 			name = "trust." + name
+		}
+		if name == "url" || name == "key" {
+			name = "update." + name
 		}
 		if _, err := LookupKey(strings.TrimSpace(name)); err != nil {
 			t.Errorf("config.toml key %s is not in Keys()", name)
