@@ -59,10 +59,7 @@ func builtin(name string) any {
 	case "update.url":
 		return ""
 	case "update.key":
-		if PinnedReleaseKey != "" {
-			return "(pinned in this build)"
-		}
-		return ""
+		return "" // unset: the key this build pins (update --check names the signer)
 	}
 	return nil
 }

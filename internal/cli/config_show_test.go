@@ -24,6 +24,10 @@ console_idle_timeout = "2m"
 [trust]
 require_signatures = true
 require_signatures_for = ["registry.example.com/team"]
+
+[update]
+url = "https://releases.example.com/mvm"
+key = "/etc/mvm/release.pub"
 `
 	tests := []struct {
 		name string
@@ -35,12 +39,14 @@ require_signatures_for = ["registry.example.com/team"]
 			"default_image": `"minimal"`, "default_network": `"default"`, "boot_timeout": `"3m0s"`,
 			"stop_timeout": `"20s"`, "console_idle_timeout": `"15m0s"`,
 			"trust.require_signatures": "false", "trust.require_signatures_for": "[]",
+			"update.url": `""`, "update.key": `""`,
 		}},
 		{"every key set", everyKey, map[string]string{
 			"default_cpus": "3", "default_memory_mib": "768", "default_backend": `"docker"`,
 			"default_image": `"http"`, "default_network": `"none"`, "boot_timeout": `"1m30s"`,
 			"stop_timeout": `"5s"`, "console_idle_timeout": `"2m0s"`,
 			"trust.require_signatures": "true", "trust.require_signatures_for": `["registry.example.com/team"]`,
+			"update.url": `"https://releases.example.com/mvm"`, "update.key": `"/etc/mvm/release.pub"`,
 		}},
 	}
 	for _, tt := range tests {
