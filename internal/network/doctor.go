@@ -51,7 +51,7 @@ func (m *Manager) Diagnose() []Finding {
 		out = append(out, Finding{Name: "forward policy", OK: true, Detail: "FORWARD policy accepts; mvm filters in its own table"})
 	}
 	nets, _ := m.Store.List()
-	host, _ := hostOccupied()
+	host, _ := hostOccupied(ownBridges(nets))
 	for _, n := range nets {
 		if n.Mode != ModeBridge {
 			continue

@@ -20,8 +20,10 @@ var procSys = "/proc/sys"
 
 // hostOccupied lists every IPv4 prefix the host already routes or has an
 // address in (Docker's bridges included: they are routes), except default
-// routes and our own bridges, whose subnets the records already hold.
-func hostOccupied() ([]Occupied, error) {
+// routes and the links own names (this state dir's bridges, whose subnets
+// the records already hold). Bridges of another state dir (another user,
+// a test) look like ours by prefix but count as taken.
+func hostOccupied(own map[string]bool) ([]Occupied, error) {
 	var out []Occupied
 	links := map[int]string{}
 	if ls, err := netlink.LinkList(); err == nil {
@@ -29,7 +31,7 @@ func hostOccupied() ([]Occupied, error) {
 			links[l.Attrs().Index] = l.Attrs().Name
 		}
 	}
-	ours := func(idx int) bool { return strings.HasPrefix(links[idx], LinkPrefix) }
+	ours := func(idx int) bool { return own[links[idx]] }
 	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
@@ -62,6 +64,27 @@ func hostOccupied() ([]Occupied, error) {
 		}
 	}
 	return out, nil
+}
+
+// subnetHolder names a link other than self with an address inside p: two
+// bridges on one subnet split its routes, and the one listed first wins.
+func subnetHolder(p netip.Prefix, self string) (string, bool) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return "", false
+	}
+	for _, a := range addrs {
+		q, ok := prefixOf(a.IPNet)
+		if !ok || !q.Overlaps(p) {
+			continue
+		}
+		l, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil || l.Attrs().Name == self {
+			continue
+		}
+		return l.Attrs().Name, true
+	}
+	return "", false
 }
 
 func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
@@ -126,6 +149,9 @@ func ensureBridge(n *Network) error {
 		}
 	}
 	_ = writeSysctl("net/ipv6/conf/"+n.Bridge+"/disable_ipv6", "1")
+	if other, ok := subnetHolder(p, n.Bridge); ok {
+		return fmt.Errorf("network %s: its subnet %s is now in use on %s (another mvm state dir or program took it): remove that, or recreate this network (mvmctl network rm %s; mvmctl network create %s --subnet ...)", n.Name, n.Subnet, other, n.Name, n.Name)
+	}
 	gw := netip.MustParseAddr(n.Gateway)
 	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
 	if err := netlink.AddrReplace(l, addr); err != nil {

@@ -273,3 +273,44 @@ func TestEgressRules(t *testing.T) {
 		}
 	})
 }
+
+// TestStateDirsShareTheHost: two state dirs (two users, or a test next to
+// a real install) see each other's bridges as taken, and a network whose
+// subnet another took while its bridge was gone (a reboot) refuses to come
+// up rather than split the subnet's routes.
+func TestStateDirsShareTheHost(t *testing.T) {
+	inNetns(t, func() {
+		ctx := context.Background()
+		m1, m2 := testManager(t), testManager(t)
+		a, err := m1.Create(ctx, CreateOptions{Name: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := m2.Create(ctx, CreateOptions{Name: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Subnet == b.Subnet {
+			t.Fatalf("two state dirs were given one subnet %s", a.Subnet)
+		}
+		// a's bridge goes away, as on a reboot; another state dir takes its subnet.
+		if err := deleteLink(a.Bridge); err != nil {
+			t.Fatal(err)
+		}
+		m3 := testManager(t)
+		c, err := m3.Create(ctx, CreateOptions{Name: "c", Subnet: a.Subnet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = m1.Attach(ctx, "a", "vm1", nil)
+		if err == nil || !strings.Contains(err.Error(), "in use on "+c.Bridge) {
+			t.Fatalf("plumbing a onto a subnet %s holds: got %v", c.Bridge, err)
+		}
+		if linkExists(a.Bridge) {
+			// The failed plumb may leave an empty bridge; it must not hold the address.
+			if h, ok := subnetHolder(netip.MustParsePrefix(a.Subnet), c.Bridge); ok {
+				t.Fatalf("%s holds an address in %s after the refusal", h, a.Subnet)
+			}
+		}
+	})
+}

@@ -11,17 +11,17 @@ import (
 // Bridged networking is Linux-only; elsewhere only user mode exists.
 var errNoBridge = errors.New("bridged networking needs Linux")
 
-func hostOccupied() ([]Occupied, error)      { return nil, nil }
-func uplinkMTU() int                         { return 1500 }
-func ensureBridge(*Network) error            { return errNoBridge }
-func ensureTAP(*Network, *Attachment) error  { return errNoBridge }
-func deleteLink(string) error                { return nil }
-func linkExists(string) bool                 { return false }
-func anyLinkWithPrefix(string) bool          { return false }
-func applyFirewall(string, []*Network) error { return nil }
-func dockerForwardDrops() (bool, error)      { return false, errNoBridge }
-func hasCapNetAdmin() bool                   { return false }
-func readSysctl(string) string               { return "" }
+func hostOccupied(map[string]bool) ([]Occupied, error) { return nil, nil }
+func uplinkMTU() int                                   { return 1500 }
+func ensureBridge(*Network) error                      { return errNoBridge }
+func ensureTAP(*Network, *Attachment) error            { return errNoBridge }
+func deleteLink(string) error                          { return nil }
+func linkExists(string) bool                           { return false }
+func anyLinkWithPrefix(string) bool                    { return false }
+func applyFirewall(string, []*Network) error           { return nil }
+func dockerForwardDrops() (bool, error)                { return false, errNoBridge }
+func hasCapNetAdmin() bool                             { return false }
+func readSysctl(string) string                         { return "" }
 
 func nftablesUsable() error { return errNoBridge }
 func dockerUserChain() bool { return false }

@@ -159,11 +159,11 @@ func (m *Manager) newRecord(o CreateOptions) (*Network, error) {
 // occupied is every prefix a new network must not overlap: the host's
 // routes and addresses and our other networks.
 func (m *Manager) occupied(except string) ([]Occupied, error) {
-	taken, err := hostOccupied()
+	nets, _ := m.Store.List()
+	taken, err := hostOccupied(ownBridges(nets))
 	if err != nil {
 		return nil, err
 	}
-	nets, _ := m.Store.List()
 	for _, n := range nets {
 		if n.Name == except || n.Mode != ModeBridge {
 			continue
@@ -173,6 +173,17 @@ func (m *Manager) occupied(except string) ([]Occupied, error) {
 		}
 	}
 	return taken, nil
+}
+
+// ownBridges is the set of bridge names this state dir's networks use.
+func ownBridges(nets []*Network) map[string]bool {
+	own := map[string]bool{}
+	for _, n := range nets {
+		if n.Bridge != "" {
+			own[n.Bridge] = true
+		}
+	}
+	return own
 }
 
 // plumb makes a bridged network's host side exist: bridge, rules, DNS.
