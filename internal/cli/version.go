@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/sign"
 )
 
 func newVersionCommand(g *globals) *cobra.Command {
@@ -20,11 +21,24 @@ func newVersionCommand(g *globals) *cobra.Command {
 				AgentProtocol int    `json:"agent_protocol"`
 				Go            string `json:"go"`
 				Platform      string `json:"platform"`
-			}{Version, proto.Version, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
+				// ReleaseKey is the ID of the key update requires, when
+				// this is a release build (the key is linked in).
+				ReleaseKey string `json:"release_key,omitempty"`
+			}{Version, proto.Version, runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH, ""}
+			if PinnedReleaseKey != "" {
+				k, err := sign.ParsePublicKey([]byte(PinnedReleaseKey))
+				if err != nil {
+					return fmt.Errorf("this build's pinned release key is broken: %w", err)
+				}
+				v.ReleaseKey = k.ID
+			}
 			if g.json {
 				return writeJSON(g.stdout, v)
 			}
 			fmt.Fprintf(g.stdout, "mvmctl %s (agent protocol %d, %s, %s)\n", v.Version, v.AgentProtocol, v.Go, v.Platform)
+			if v.ReleaseKey != "" {
+				fmt.Fprintf(g.stdout, "updates signed by %s\n", v.ReleaseKey)
+			}
 			return nil
 		},
 	}

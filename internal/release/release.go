@@ -94,11 +94,15 @@ func CheckVersion(v string) error {
 
 // Options say what Build makes and where.
 type Options struct {
-	Root    string   // the module's root
-	Out     string   // output directory; made if missing
-	Version string   // linked into mvmctl (internal/cli.Version)
-	Targets []Target // nil: Targets()
-	Go      string   // go command; "" finds "go"
+	Root    string // the module's root
+	Out     string // output directory; made if missing
+	Version string // linked into mvmctl (internal/cli.Version)
+	// PinnedKey is the release public key as one line ('mvmctl key
+	// export'), linked into mvmctl (internal/cli.PinnedReleaseKey): the key
+	// its update command requires. "" links none (snapshot builds).
+	PinnedKey string
+	Targets   []Target // nil: Targets()
+	Go        string   // go command; "" finds "go"
 	// GoCache, when set, is the build cache to use (a fresh one proves the
 	// bytes do not come from an old cache entry).
 	GoCache string
@@ -113,9 +117,21 @@ type Artifact struct {
 	SHA256 string // hex
 }
 
-// LDFlags are the linker flags of every release binary.
-func LDFlags(version string) string {
-	return "-s -w -buildid= -X github.com/mvm-dev/mvm/internal/cli.Version=" + version
+// LDFlags are the linker flags of every release binary. The key line has
+// spaces, so its -X is quoted (go build splits -ldflags shell-style).
+func LDFlags(version, pinnedKey string) (string, error) {
+	if strings.ContainsAny(version, " '\"\\") {
+		return "", fmt.Errorf("version %q: no spaces or quotes", version)
+	}
+	f := "-s -w -buildid= -X github.com/mvm-dev/mvm/internal/cli.Version=" + version
+	if pinnedKey != "" {
+		pinnedKey = strings.TrimSpace(pinnedKey)
+		if _, err := sign.ParsePublicKey([]byte(pinnedKey)); err != nil {
+			return "", fmt.Errorf("pinned release key: %w", err)
+		}
+		f += " -X 'github.com/mvm-dev/mvm/internal/cli.PinnedReleaseKey=" + pinnedKey + "'"
+	}
+	return f, nil
 }
 
 // Build builds each target into o.Out and returns the artifacts in target
@@ -137,6 +153,10 @@ func Build(ctx context.Context, o Options) ([]Artifact, error) {
 	if err != nil {
 		return nil, err
 	}
+	ldflags, err := LDFlags(o.Version, o.PinnedKey)
+	if err != nil {
+		return nil, fmt.Errorf("release build: %w", err)
+	}
 	if err := os.MkdirAll(o.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("release build: %w", err)
 	}
@@ -147,7 +167,7 @@ func Build(ctx context.Context, o Options) ([]Artifact, error) {
 			return nil, err
 		}
 		cmd := exec.CommandContext(ctx, o.Go, "build", "-trimpath", "-buildvcs=false",
-			"-ldflags", LDFlags(o.Version), "-o", out, "./cmd/"+t.Cmd)
+			"-ldflags", ldflags, "-o", out, "./cmd/"+t.Cmd)
 		cmd.Dir = o.Root
 		cmd.Env = buildEnv(os.Environ(), t, toolchain, o.GoCache, o.Env)
 		var stderr bytes.Buffer

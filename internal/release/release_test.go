@@ -3,8 +3,11 @@ package release
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +100,14 @@ func TestReproducible(t *testing.T) {
 	}
 	root := moduleRoot(t)
 	ctx := context.Background()
+	key, err := sign.GenerateKey("release-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, err := key.Public().MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
 	build := func(targets, out, cache, epoch string) []Artifact {
 		ts, err := ParseTargets(targets)
 		if err != nil {
@@ -104,7 +115,7 @@ func TestReproducible(t *testing.T) {
 		}
 		t0 := time.Now()
 		arts, err := Build(ctx, Options{Root: root, Out: out, Version: "v0.0.0-test", Targets: ts,
-			GoCache: cache, Env: []string{"SOURCE_DATE_EPOCH=" + epoch}})
+			PinnedKey: string(pin), GoCache: cache, Env: []string{"SOURCE_DATE_EPOCH=" + epoch}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,9 +133,24 @@ func TestReproducible(t *testing.T) {
 	if !bytes.Equal(Sums(a), Sums(b)) {
 		t.Fatalf("SHA256SUMS differ:\n%s\n%s", Sums(a), Sums(b))
 	}
+	// The release build links its key in: the binary reports the key
+	// update will require.
+	if runtime.GOOS == "linux" && runtime.GOARCH == "amd64" {
+		out, err := exec.Command(a[0].Path, "version", "--json").Output()
+		if err != nil {
+			t.Fatalf("%s version: %v", a[0].Name, err)
+		}
+		var v struct {
+			Version    string `json:"version"`
+			ReleaseKey string `json:"release_key"`
+		}
+		if err := json.Unmarshal(out, &v); err != nil || v.Version != "v0.0.0-test" || v.ReleaseKey != key.Public().ID {
+			t.Fatalf("%s version --json = %s (%v): want v0.0.0-test and release key %s", a[0].Name, out, err, key.Public().ID)
+		}
+	}
 	t0 := time.Now()
 	agent, _ := ParseTargets("mvm-agent-linux-amd64")
-	err := CheckReproducible(ctx, Options{Root: root, Version: "v0.0.0-test", Targets: agent,
+	err = CheckReproducible(ctx, Options{Root: root, Version: "v0.0.0-test", Targets: agent,
 		Env: []string{"SOURCE_DATE_EPOCH=1"}}, a[2:3])
 	if err != nil {
 		t.Fatal(err)
@@ -133,10 +159,6 @@ func TestReproducible(t *testing.T) {
 
 	dir := filepath.Dir(a[0].Path)
 	sums := Sums(a)
-	key, err := sign.GenerateKey("release-test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	sig, err := sign.SignRelease(key, sums)
 	if err != nil {
 		t.Fatal(err)
@@ -221,5 +243,37 @@ func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestLDFlags(t *testing.T) {
+	key, err := sign.GenerateKey("rel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin, _ := key.Public().MarshalText()
+	for _, c := range []struct {
+		name, version, pin string
+		want               string // substring; "" wants an error
+	}{
+		{"version only", "v1.2.3", "", "cli.Version=v1.2.3"},
+		{"key quoted", "v1.2.3", string(pin) + "\n", "-X 'github.com/mvm-dev/mvm/internal/cli.PinnedReleaseKey=" + strings.TrimSpace(string(pin)) + "'"},
+		{"version with a space", "v1 -X x=y", "", ""},
+		{"version with a quote", "v1'", "", ""},
+		{"not a key", "v1.2.3", "mvm-ed25519-pub nope", ""},
+		{"key with a quote", "v1.2.3", string(pin) + "' -X a=b", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := LDFlags(c.version, c.pin)
+			if c.want == "" {
+				if err == nil {
+					t.Fatalf("LDFlags(%q, %q) = %q, want an error", c.version, c.pin, got)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(got, c.want) {
+				t.Fatalf("LDFlags = %q, %v; want it to contain %q", got, err, c.want)
+			}
+		})
 	}
 }

@@ -1,7 +1,7 @@
 // Command release builds, checks and signs mvm releases; the Makefile's
 // release-build and release targets run it (go run ./internal/tools/release).
 //
-//	release build   -version V [-out dist] [-targets all|NAME,…]
+//	release build   -version V [-out dist] [-targets all|NAME,…] [-pin PUBFILE]
 //	release release -version V [-out dist] [-key FILE] [-repro=false]
 //	                (guard, build, rebuild from an empty cache and compare, SHA256SUMS, sign)
 //	release verify  -pub FILE [-dir dist]                 (signature, then every checksum)
@@ -9,7 +9,9 @@
 //
 // The signing key is a private key file as `mvmctl key generate` writes it
 // (<config>/keys/NAME.key), from -key or $MVM_RELEASE_KEY; the matching
-// public key (`mvmctl key export NAME`) is what verify and users pin.
+// public key (`mvmctl key export NAME`) is what verify and users pin: a
+// release links it into mvmctl, whose update then requires it (build takes
+// one with -pin).
 package main
 
 import (
@@ -28,7 +30,7 @@ import (
 )
 
 const usage = `usage:
-  release build   -version V [-out dist] [-targets all|NAME,...]
+  release build   -version V [-out dist] [-targets all|NAME,...] [-pin PUBFILE]
   release release -version V [-out dist] [-key FILE] [-repro=false]   (key: -key or $MVM_RELEASE_KEY)
   release verify  -pub FILE [-dir dist]
   release guard   -version V`
@@ -53,6 +55,7 @@ func run(ctx context.Context, args []string) error {
 	targets := fs.String("targets", "all", "all, or target names separated by commas (mvmctl-linux-amd64,…)")
 	keyPath := fs.String("key", os.Getenv("MVM_RELEASE_KEY"), "release signing key (PEM, from mvmctl key generate)")
 	pubPath := fs.String("pub", "", "release public key (from mvmctl key export)")
+	pinPath := fs.String("pin", "", "build: public key file to link into mvmctl as the key update requires")
 	dir := fs.String("dir", "dist", "directory holding the release")
 	repro := fs.Bool("repro", true, "release: rebuild everything from an empty build cache and refuse to sign unless the bytes match")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -77,7 +80,15 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		_, _, err = buildAndSum(ctx, release.Options{Root: root, Out: *out, Version: *version, Targets: ts, Log: log})
+		var pin string
+		if *pinPath != "" {
+			b, err := os.ReadFile(*pinPath)
+			if err != nil {
+				return fmt.Errorf("build: -pin: %w", err)
+			}
+			pin = string(b)
+		}
+		_, _, err = buildAndSum(ctx, release.Options{Root: root, Out: *out, Version: *version, Targets: ts, PinnedKey: pin, Log: log})
 		return err
 	case "guard":
 		facts, err := release.RepoFacts(ctx, root, *version)
@@ -104,7 +115,12 @@ func run(ctx context.Context, args []string) error {
 		if err := os.RemoveAll(*out); err != nil {
 			return err
 		}
-		o := release.Options{Root: root, Out: *out, Version: *version, Log: log}
+		pin, err := key.Public().MarshalText()
+		if err != nil {
+			return err
+		}
+		// The key that signs is the key the binaries require for updates.
+		o := release.Options{Root: root, Out: *out, Version: *version, PinnedKey: string(pin), Log: log}
 		arts, sums, err := buildAndSum(ctx, o)
 		if err != nil {
 			return err
