@@ -35,31 +35,21 @@ func completeConfigKeys(cmd *cobra.Command, args []string, _ string) ([]string, 
 
 // builtin is the value mvm uses for a key no config file sets.
 func builtin(name string) any {
-	switch name {
-	case "default_cpus":
-		return config.BuiltinCPUs
-	case "default_memory_mib":
-		return config.BuiltinMemoryMiB
-	case "default_backend":
-		return "auto"
-	case "default_image":
-		return config.BuiltinImage
-	case "default_network":
-		return "default"
-	case "boot_timeout":
-		return config.BuiltinBootTimeout.String()
-	case "stop_timeout":
-		return config.BuiltinStopTimeout.String()
-	case "console_idle_timeout":
-		return config.BuiltinConsoleIdle.String()
-	case "trust.require_signatures":
-		return false
-	case "trust.require_signatures_for":
-		return []string{}
-	case "update.url":
-		return ""
-	case "update.key":
-		return "" // unset: the key this build pins (update --check names the signer)
+	k, err := config.LookupKey(name)
+	if err != nil {
+		return nil
+	}
+	return k.Default
+}
+
+// configKey loads the config (so a broken file is reported first) and
+// checks that name is a key.
+func configKey(g *globals, name string) error {
+	if _, err := g.manager(); err != nil {
+		return err
+	}
+	if _, err := config.LookupKey(name); err != nil {
+		return usageError{err}
 	}
 	return nil
 }
@@ -116,11 +106,8 @@ takes comma-separated items; a duration takes Go syntax ("90s", "2m").`,
 		Args:              exactArgs(2, "a config key and its value"),
 		ValidArgsFunction: completeConfigKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := g.manager(); err != nil {
+			if err := configKey(g, args[0]); err != nil {
 				return err
-			}
-			if _, err := config.LookupKey(args[0]); err != nil {
-				return usageError{err}
 			}
 			if err := config.SetInFile(g.dirs.ConfigFile(), args[0], args[1]); err != nil {
 				return err
@@ -138,11 +125,8 @@ func newConfigUnsetCommand(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "one config key"),
 		ValidArgsFunction: completeConfigKeys,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := g.manager(); err != nil {
+			if err := configKey(g, args[0]); err != nil {
 				return err
-			}
-			if _, err := config.LookupKey(args[0]); err != nil {
-				return usageError{err}
 			}
 			return config.UnsetInFile(g.dirs.ConfigFile(), args[0])
 		},

@@ -27,26 +27,29 @@ const (
 )
 
 // Key is one key of config.toml that `config get|set|unset` know; a dotted
-// name is a key of a table ("trust.require_signatures").
+// name is a key of a table ("trust.require_signatures"). Default is what
+// mvm uses when no file sets it.
 type Key struct {
-	Name string
-	Kind string
-	Help string
+	Name    string
+	Kind    string
+	Help    string
+	Default any
 }
 
 var keys = []Key{
-	{"default_cpus", KindInt, "vCPUs of a new VM (1-255)"},
-	{"default_memory_mib", KindInt, "memory of a new VM in MiB (at least 64)"},
-	{"default_backend", KindString, "backend of a new VM (qemu, firecracker, docker, …; empty: auto)"},
-	{"default_image", KindString, "image of a new VM"},
-	{"default_network", KindString, "network a new VM joins (\"none\": no NIC)"},
-	{"boot_timeout", KindDuration, "how long up waits for the agent"},
-	{"stop_timeout", KindDuration, "how long down waits before forcing"},
-	{"console_idle_timeout", KindDuration, "an unused console session ends after this"},
-	{"trust.require_signatures", KindBool, "refuse unsigned templates from every store"},
-	{"trust.require_signatures_for", KindStrings, "stores (prefixes) whose templates must be signed"},
-	{"update.url", KindString, "where mvmctl update finds releases (https)"},
-	{"update.key", KindString, "public key file releases must be signed by (default: the key this build pins)"},
+	{"default_cpus", KindInt, "vCPUs of a new VM (1-255)", BuiltinCPUs},
+	{"default_memory_mib", KindInt, "memory of a new VM in MiB (at least 64)", BuiltinMemoryMiB},
+	{"default_backend", KindString, "backend of a new VM (qemu, firecracker, docker, …; empty: auto)", "auto"},
+	{"default_image", KindString, "image of a new VM", BuiltinImage},
+	{"default_network", KindString, "network a new VM joins (\"none\": no NIC)", "default"},
+	{"boot_timeout", KindDuration, "how long up waits for the agent", BuiltinBootTimeout.String()},
+	{"stop_timeout", KindDuration, "how long down waits before forcing", BuiltinStopTimeout.String()},
+	{"console_idle_timeout", KindDuration, "an unused console session ends after this", BuiltinConsoleIdle.String()},
+	{"trust.require_signatures", KindBool, "refuse unsigned templates from every store", false},
+	{"trust.require_signatures_for", KindStrings, "stores (prefixes) whose templates must be signed", []string{}},
+	{"update.url", KindString, "where mvmctl update finds releases (https)", ""},
+	// Unset: the key this build pins (update --check names the signer).
+	{"update.key", KindString, "public key file releases must be signed by (default: the key this build pins)", ""},
 }
 
 // Keys lists the keys of config.toml.

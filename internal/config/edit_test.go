@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSetInFile(t *testing.T) {
@@ -122,6 +123,33 @@ func TestKeysCoverConfig(t *testing.T) {
 		}
 		if _, err := LookupKey(strings.TrimSpace(name)); err != nil {
 			t.Errorf("config.toml key %s is not in Keys()", name)
+		}
+	}
+}
+
+// TestKeyDefaults: every key says what it defaults to, in its own kind, so
+// config get, keys and show never print a blank for an unset key.
+func TestKeyDefaults(t *testing.T) {
+	for _, k := range Keys() {
+		ok := false
+		switch k.Kind {
+		case KindInt:
+			_, ok = k.Default.(int)
+		case KindString:
+			_, ok = k.Default.(string)
+		case KindDuration:
+			d, isString := k.Default.(string)
+			if isString {
+				_, err := time.ParseDuration(d)
+				ok = err == nil
+			}
+		case KindBool:
+			_, ok = k.Default.(bool)
+		case KindStrings:
+			_, ok = k.Default.([]string)
+		}
+		if !ok {
+			t.Errorf("key %s (%s): default %#v is not a %s", k.Name, k.Kind, k.Default, k.Kind)
 		}
 	}
 }
