@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,8 +33,11 @@ type UpOptions struct {
 	FromSnapshot string
 	// Network is the network to join ("none": no NIC, "user": user-mode
 	// networking); Publish are -p specs.
-	Network  string
-	Publish  []string
+	Network string
+	Publish []string
+	// Disks are attached after the root disk, as they are: the caller owns
+	// the files (a container's rootfs, say) and removes them after the VM.
+	Disks    []backend.Disk
 	Progress Progress
 	// Secrets (ParseSecretFlags) go to the guest's /run/secrets once its
 	// agent answers; the record keeps their names only. Up zeroes the
@@ -74,6 +78,9 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		if o.Name == "" {
 			o.Name = vc.Name
 		}
+	}
+	if err := checkExtraDisks(o); err != nil {
+		return nil, err
 	}
 	if (o.Pool != "" || o.Template != "") && o.memberOf == "" {
 		if rec, handled, err := m.upPooled(ctx, &o, start); handled {
@@ -167,7 +174,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 	}
 	rec.ImageDigest = art.Digest
 	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console}
-	spec := backend.Spec{RootImage: art.Rootfs, ImageDigest: art.Digest}
+	spec := backend.Spec{RootImage: art.Rootfs, ImageDigest: art.Digest, Disks: o.Disks}
 	if len(o.Secrets) > 0 {
 		spec.Cmdline = secretsKernelArgs
 	}
@@ -302,4 +309,40 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return "  " + strings.Join(lines, "\n  ")
+}
+
+// checkExtraDisks refuses extra disks where they would be dropped (a
+// restore or a pooled clone keeps its snapshot's drives) or collide with
+// the backend's own.
+func checkExtraDisks(o UpOptions) error {
+	if len(o.Disks) == 0 {
+		return nil
+	}
+	if o.FromSnapshot != "" || o.Pool != "" || o.Template != "" {
+		return errors.New("extra disks need a fresh boot, not a snapshot, template or pool")
+	}
+	seen := map[string]bool{}
+	for _, d := range o.Disks {
+		switch {
+		case !filepath.IsAbs(d.Path):
+			return fmt.Errorf("disk %q: path must be absolute", d.Path)
+		case !diskID(d.ID) || d.ID == "root" || d.ID == "config" || seen[d.ID]:
+			return fmt.Errorf("disk %q: id %q must be 1-32 of [a-z0-9-], unique, and not root or config", d.Path, d.ID)
+		}
+		seen[d.ID] = true
+	}
+	return nil
+}
+
+// diskID: QEMU takes it as a drive id, so no commas, quotes or spaces.
+func diskID(id string) bool {
+	if id == "" || len(id) > 32 {
+		return false
+	}
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

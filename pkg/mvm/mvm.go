@@ -24,6 +24,7 @@ import (
 
 	"github.com/mvm-dev/mvm/internal/agent/client"
 	"github.com/mvm-dev/mvm/internal/agent/proto"
+	"github.com/mvm-dev/mvm/internal/backend"
 	"github.com/mvm-dev/mvm/internal/config"
 	"github.com/mvm-dev/mvm/internal/paths"
 	"github.com/mvm-dev/mvm/internal/store"
@@ -153,6 +154,16 @@ type UpOptions struct {
 	Template     string   // boot from (or hand out a pooled clone of) this template
 	FromSnapshot string   // restore this snapshot instead of booting
 	BootTimeout  time.Duration
+	// Disks are raw images attached after the root disk (fresh boots
+	// only). The caller keeps them: Remove does not delete them.
+	Disks []Disk
+}
+
+// Disk is an extra block device for a VM.
+type Disk struct {
+	ID       string // unique among the VM's disks; not "root" or "config"
+	Path     string // absolute path of a raw image
+	ReadOnly bool
 }
 
 // Up creates a VM and returns once its agent answers.
@@ -160,12 +171,20 @@ func (c *Client) Up(ctx context.Context, o UpOptions) (*VM, error) {
 	r, err := c.m.Up(ctx, vm.UpOptions{
 		Name: o.Name, Image: o.Image, Backend: o.Backend, CPUs: o.CPUs, MemoryMiB: o.MemoryMiB,
 		Network: o.Network, Publish: o.Publish, Template: o.Template, FromSnapshot: o.FromSnapshot,
-		BootTimeout: o.BootTimeout,
+		BootTimeout: o.BootTimeout, Disks: disks(o.Disks),
 	})
 	if err != nil {
 		return nil, err
 	}
 	return fromRecord(r), nil
+}
+
+func disks(ds []Disk) []backend.Disk {
+	var out []backend.Disk
+	for _, d := range ds {
+		out = append(out, backend.Disk{ID: d.ID, Path: d.Path, Format: "raw", ReadOnly: d.ReadOnly})
+	}
+	return out
 }
 
 // Get reports one VM.
@@ -227,6 +246,11 @@ type Cmd struct {
 	Stdout, Stderr io.Writer // nil: discarded
 	// Timeout kills the command's process group once passed (0: none).
 	Timeout time.Duration
+	// Rootfs runs the command chrooted into another root: "LABEL=NAME"
+	// for an extra Disk holding an ext4 filesystem labelled NAME (mounted
+	// by the agent on first use, with /proc, /sys and /dev), or a guest
+	// directory. Dir and User are then resolved inside it.
+	Rootfs string
 }
 
 func (cmd *Cmd) request() (proto.ExecRequest, error) {
@@ -235,7 +259,7 @@ func (cmd *Cmd) request() (proto.ExecRequest, error) {
 	}
 	return proto.ExecRequest{
 		Argv: cmd.Args, Env: cmd.Env, Cwd: cmd.Dir, User: cmd.User, TTY: cmd.TTY,
-		TimeoutMS: cmd.Timeout.Milliseconds(), Stdin: cmd.Stdin != nil,
+		TimeoutMS: cmd.Timeout.Milliseconds(), Stdin: cmd.Stdin != nil, Rootfs: cmd.Rootfs,
 	}, nil
 }
 
@@ -269,6 +293,13 @@ type Process struct {
 
 // Signal delivers sig to the command's process group in the guest.
 func (p *Process) Signal(sig syscall.Signal) error { return p.p.Signal(sig) }
+
+// Pid is the command's process id in the guest (it leads its process
+// group).
+func (p *Process) Pid() int { return p.p.Pid }
+
+// Resize changes the terminal size of a command started with TTY.
+func (p *Process) Resize(cols, rows uint16) error { return p.p.Resize(cols, rows) }
 
 // Wait waits for the command to end and its output to be copied.
 func (p *Process) Wait() (ExitStatus, error) {

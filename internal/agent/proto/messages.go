@@ -59,6 +59,12 @@ type ExecRequest struct {
 	Rows      uint16   `json:"rows,omitempty"`
 	TimeoutMS int64    `json:"timeout_ms,omitempty"` // 0 = none; process group killed at expiry
 	Stdin     bool     `json:"stdin,omitempty"`      // false: stdin is /dev/null
+	// Rootfs runs the process chrooted into another root (a container's):
+	// "LABEL=NAME" is an attached ext4 disk with that volume label, which
+	// the agent mounts (with /proc, /sys and /dev inside) on first use; an
+	// absolute path is a directory already in the guest. Cwd, the program
+	// lookup and User's passwd/group files are then inside that root.
+	Rootfs string `json:"rootfs,omitempty"`
 }
 
 // Exit ends an exec or console stream.

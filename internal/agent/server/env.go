@@ -43,6 +43,29 @@ func getenv(env []string, key string) string {
 
 // lookPath resolves argv[0] against the child's PATH (not the agent's), the
 // way execvp would. Names with a slash are used as given.
+// lookPathIn is lookPath inside root ("": the guest's own): the path it
+// returns is as the chrooted process sees it. Symlinks inside root are
+// taken as they are (their targets are root's, not the guest's).
+func lookPathIn(root, name, path string) (string, bool) {
+	if root == "" {
+		return lookPath(name, path)
+	}
+	if strings.Contains(name, "/") {
+		return name, true
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if !filepath.IsAbs(dir) {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err == nil && (fi.Mode()&os.ModeSymlink != 0 || fi.Mode().IsRegular() && fi.Mode()&0o111 != 0) {
+			return p, true
+		}
+	}
+	return "", false
+}
+
 func lookPath(name, path string) (string, bool) {
 	if strings.Contains(name, "/") {
 		return name, true

@@ -32,6 +32,7 @@ type execSpec struct {
 	argv    []string
 	env     []string
 	dir     string
+	root    string // chroot into this directory first ("": none)
 	cred    *syscall.Credential
 	stdin   bool
 	timeout time.Duration
@@ -80,9 +81,19 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 	spec := &execSpec{argv: req.Argv, stdin: req.Stdin || req.TTY, tty: req.TTY,
 		size: proto.Resize{Cols: req.Cols, Rows: req.Rows}, timeout: time.Duration(req.TimeoutMS) * time.Millisecond}
 
+	passwd, group := s.cfg.PasswdFile, s.cfg.GroupFile
+	if req.Rootfs != "" {
+		root, err := s.rootfs(req.Rootfs)
+		if err != nil {
+			return nil, proto.Errorf(proto.CodeBadRequest, "rootfs %q: %v", req.Rootfs, err)
+		}
+		spec.root = root
+		passwd, group = filepath.Join(root, "etc/passwd"), filepath.Join(root, "etc/group")
+	}
+
 	base := []string{"PATH=" + BasePath, "HOME=/root"}
 	if req.User != "" {
-		acct, err := lookupUser(req.User, s.cfg.PasswdFile, s.cfg.GroupFile)
+		acct, err := lookupUser(req.User, passwd, group)
 		if err != nil {
 			return nil, proto.Errorf(proto.CodeBadRequest, "user: %v", err)
 		}
@@ -103,13 +114,16 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 	}
 	spec.env = env
 
-	path, ok := lookPath(req.Argv[0], getenv(env, "PATH"))
+	path, ok := lookPathIn(spec.root, req.Argv[0], getenv(env, "PATH"))
 	if !ok {
 		return nil, proto.Errorf(proto.CodeNotFound, "executable %q not found in PATH", req.Argv[0])
 	}
 	spec.path = path
 
 	switch {
+	case req.Cwd == "" && spec.root != "":
+		// A container starts in its root unless its spec says otherwise.
+		spec.dir = "/"
 	case req.Cwd == "":
 		spec.dir = getenv(env, "HOME")
 		if fi, err := os.Stat(spec.dir); err != nil || !fi.IsDir() {
@@ -117,6 +131,10 @@ func (s *Server) prepareExec(req *proto.ExecRequest) (*execSpec, *proto.Error) {
 		}
 	case !filepath.IsAbs(req.Cwd):
 		return nil, proto.Errorf(proto.CodeBadRequest, "cwd %q must be absolute", req.Cwd)
+	case spec.root != "":
+		// Inside another root a symlinked path would resolve against the
+		// guest's: leave the check to the chdir after chroot.
+		spec.dir = req.Cwd
 	default:
 		// Checked here so a missing directory is not reported as a
 		// missing program (the exec's chdir fails with the same ENOENT).
@@ -168,7 +186,7 @@ func (s *Server) startPipes(spec *execSpec) (*execution, *proto.Error) {
 		Dir:   spec.dir,
 		Env:   spec.env,
 		Files: []*os.File{stdinR, stdoutW, stderrW},
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: spec.cred},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Credential: spec.cred, Chroot: spec.root},
 	}
 	proc, err := s.start(spec.path, spec.argv, attr)
 	if err != nil {

@@ -35,7 +35,7 @@ func (s *Server) startPTY(spec *execSpec) (*execution, *proto.Error) {
 		Env:   spec.env,
 		Files: []*os.File{slave, slave, slave},
 		// Setsid makes the child a process group leader too, so pgid = pid.
-		Sys: &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: spec.cred},
+		Sys: &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0, Credential: spec.cred, Chroot: spec.root},
 	}
 	proc, err := s.start(spec.path, spec.argv, attr)
 	slave.Close() // the child has its copy; ours would hide the hang-up
