@@ -29,11 +29,12 @@ setup: ## Install what builds and tests need (scripts/setup.sh; sudo when not ro
 # a foreign arch are emulated (docs/foreign-arch.md).
 FOREIGN_ARCHES := $(filter-out $(shell $(GO) env GOHOSTARCH),amd64 arm64)
 
-build: ## Build bin/mvmctl, bin/mvm-agent, bin/mvm-supervisor and bin/mvm-agent-<other arch>
+build: ## Build bin/mvmctl, bin/mvm-agent, bin/mvm-supervisor, bin/mvm-agent-<other arch> and bin/containerd-shim-mvm-v1
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent ./cmd/mvm-agent
 	$(foreach a,$(FOREIGN_ARCHES),CGO_ENABLED=0 GOARCH=$(a) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-agent-$(a) ./cmd/mvm-agent;)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvm-supervisor ./cmd/mvm-supervisor
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/mvmctl ./cmd/mvmctl
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/containerd-shim-mvm-v1 ./cmd/containerd-shim-mvm-v1
 
 run: build ## Run bin/mvmctl with ARGS (make run ARGS="ls -a")
 	$(BIN)/mvmctl $(ARGS)

@@ -2,7 +2,8 @@
 # Installs what mvm needs on a Debian/Ubuntu host: QEMU, a guest kernel,
 # busybox for the minimal image, e2fsprogs for ext4 images, and Go to build;
 # and for the registry tests a docker-registry, an S3 gateway (versitygw)
-# and the standard OCI clients (crane, oras).
+# and the standard OCI clients (crane, oras); containerd and ctr for the
+# containerd shim's tests (TestShim starts a containerd of its own).
 # Idempotent: packages already present are not reinstalled.
 set -euo pipefail
 
@@ -13,6 +14,11 @@ case "$arch" in
   arm64) pkgs+=(qemu-system-arm) ;;
   *) echo "setup: unsupported architecture $arch" >&2; exit 1 ;;
 esac
+# Debian's containerd, unless one is installed already (Docker's
+# containerd.io package provides the same binaries and conflicts with it).
+if ! command -v containerd >/dev/null || ! command -v ctr >/dev/null; then
+  pkgs+=(containerd)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command containerd-shim-mvm-v1 is containerd's runtime shim for mvm
 // (runtime type io.containerd.mvm.v1): every container runs in a microVM.
 // containerd starts it; see docs/containerd.md.

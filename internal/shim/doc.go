@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package shim is containerd's runtime shim v2 for mvm
 // (io.containerd.mvm.v1): each container runs in a microVM of its own,
 // its rootfs from containerd's mounts copied into an ext4 disk the guest

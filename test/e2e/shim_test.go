@@ -162,6 +162,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	if r := mustCtr(time.Minute, "task", "ls"); !regexpLine(r.stdout, "long", "RUNNING") {
 		t.Fatalf("task ls: want long RUNNING:\n%s", r)
 	}
+	// The container is an mvm VM: on qemu, without a NIC (so no TAP).
+	var vms []struct{ Name, Backend, State, Network string }
+	if err := json.Unmarshal([]byte(must(t, time.Minute, "ls", "-a", "--json").stdout), &vms); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range vms {
+		if strings.HasPrefix(v.Name, "ctr-") {
+			found = true
+			if v.Backend != "qemu" || v.State != "running" || v.Network != "" {
+				t.Fatalf("container VM %+v: want qemu, running, no network", v)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("no ctr- VM in mvmctl ls while the container runs: %+v", vms)
+	}
 	// The exec runs in the container's rootfs (what the container wrote).
 	start = time.Now()
 	r = ctr(time.Minute, "task", "exec", "--exec-id", "e1", "long", "sh", "-c", "cat /tmp/started; echo err >&2; exit 5")

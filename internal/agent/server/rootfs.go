@@ -54,7 +54,12 @@ func (s *Server) rootfs(spec string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	if err := unix.Mount(dev, dir, "ext4", 0, ""); err != nil {
+	err = unix.Mount(dev, dir, "ext4", 0, "")
+	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.EACCES) {
+		// A disk attached read-only (a read-only container root).
+		err = unix.Mount(dev, dir, "ext4", unix.MS_RDONLY, "noload")
+	}
+	if err != nil {
 		return "", fmt.Errorf("mount %s on %s: %w", dev, dir, err)
 	}
 	for _, m := range []struct {
