@@ -7,15 +7,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/creack/pty"
 )
 
 // shimImage is the OCI image TestShim builds and imports.
@@ -99,6 +103,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	}
 	t.Cleanup(func() {
 		stopContainerd()
+		// Shims outlive containerd (their own sessions): end those this
+		// test's containerd started, should a failure have left any.
+		for _, p := range procsRunning(shimBin) {
+			pid, _, _ := strings.Cut(p, ":")
+			if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
+				_ = syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
 		if t.Failed() {
 			t.Logf("containerd log:\n%s", tail(ctrdLog.String(), 8000))
 		}
@@ -154,6 +166,90 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		t.Fatalf("ctr run: want stdout \"hi\\nbusybox-oci\\n\" and exit 3, got\n%s", r)
 	}
 	mustCtr(time.Minute, "container", "delete", "once")
+
+	// Five containers at once, each in a VM of its own.
+	start = time.Now()
+	const parallel = 5
+	results := make(chan string, parallel)
+	for i := range parallel {
+		go func() {
+			id := fmt.Sprintf("par%d", i)
+			c, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(c, "ctr", append([]string{"--address", sock, "--namespace", "mvmtest"},
+				append(run, "--rm", shimImage, id, "sh", "-c", fmt.Sprintf("echo %s; exit %d", id, 10+i))...)...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 10+i || string(out) != id+"\n" {
+				results <- fmt.Sprintf("%s: want output %q and exit %d, got %q (%v)", id, id+"\n", 10+i, out, err)
+				return
+			}
+			results <- ""
+		}()
+	}
+	for range parallel {
+		if msg := <-results; msg != "" {
+			t.Error(msg)
+		}
+	}
+	t.Logf("%d containers at once: %.1fs", parallel, time.Since(start).Seconds())
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// A terminal: ctr run -t on a pty of the test's; the container sees a
+	// tty of the agent's, of ctr's size (ResizePty), and reads what is typed.
+	ptm, pts, err := pty.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptm.Close()
+	if err := pty.Setsize(ptm, &pty.Winsize{Rows: 30, Cols: 100}); err != nil {
+		t.Fatal(err)
+	}
+	tc, tcancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer tcancel()
+	tty := exec.CommandContext(tc, "ctr", append([]string{"--address", sock, "--namespace", "mvmtest"},
+		append(run, "--rm", "-t", shimImage, "tty", "sh", "-c", "tty; read x; echo got:$x; stty size; exit 7")...)...)
+	tty.Stdin, tty.Stdout, tty.Stderr = pts, pts, pts
+	tty.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := tty.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	var screen bytes.Buffer
+	lines := make(chan string, 64)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ptm.Read(buf)
+			if n > 0 {
+				lines <- string(buf[:n])
+			}
+			if err != nil {
+				close(lines)
+				return
+			}
+		}
+	}()
+	typed := false
+	for chunk := range lines {
+		screen.WriteString(chunk)
+		if !typed && strings.Contains(screen.String(), "/dev/pts/") {
+			typed = true
+			if _, err := ptm.Write([]byte("abc\r")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if strings.Contains(screen.String(), "30 100") {
+			break
+		}
+	}
+	err = tty.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 || !strings.Contains(screen.String(), "got:abc") || !strings.Contains(screen.String(), "30 100") {
+		t.Fatalf("ctr run -t: want /dev/pts/N, got:abc, \"30 100\" and exit 7; got %v, screen:\n%q", err, screen.String())
+	}
 
 	// One detached container serves the exec, ls, kill and delete checks.
 	start = time.Now()
@@ -323,7 +419,7 @@ func writeBusyboxOCI(out string) error {
 	if err := file("bin/busybox", 0o755, bbBytes); err != nil {
 		return err
 	}
-	for _, a := range []string{"sh", "echo", "cat", "sleep", "ls", "ps", "id"} {
+	for _, a := range []string{"sh", "echo", "cat", "sleep", "ls", "ps", "id", "tty", "stty"} {
 		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + a, Linkname: "busybox", ModTime: mtime}); err != nil {
 			return err
 		}
