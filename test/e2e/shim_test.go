@@ -159,6 +159,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	mustCtr(time.Minute, "image", "import", "--snapshotter", "native", ociTar)
 	run := []string{"run", "--snapshotter", "native", "--runtime", "io.containerd.mvm.v1"}
 
+	// containerd's event stream shows what the shim published.
+	var events bytes.Buffer
+	evc, evcancel := context.WithCancel(ctx)
+	evcmd := exec.CommandContext(evc, "ctr", "--address", sock, "--namespace", "mvmtest", "events")
+	evcmd.Stdout = &events
+	if err := evcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	r := ctr(3*time.Minute, append(run, shimImage, "once", "sh", "-c", "echo hi; cat /etc/mvm-image; exit 3")...)
 	t.Logf("ctr run (VM boot, run, exit, delete): %.1fs", time.Since(start).Seconds())
@@ -166,6 +174,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		t.Fatalf("ctr run: want stdout \"hi\\nbusybox-oci\\n\" and exit 3, got\n%s", r)
 	}
 	mustCtr(time.Minute, "container", "delete", "once")
+	time.Sleep(500 * time.Millisecond) // the last events' delivery
+	evcancel()
+	_ = evcmd.Wait()
+	for _, want := range []string{"/tasks/create", "/tasks/start", "/tasks/exit", `"exit_status":3`, "/tasks/delete"} {
+		if !strings.Contains(events.String(), want) {
+			t.Errorf("ctr events: no %s in\n%s", want, events.String())
+		}
+	}
 
 	// Five containers at once, each in a VM of its own.
 	start = time.Now()
