@@ -243,56 +243,32 @@ func (m *Manager) bootTimeout(t time.Duration) time.Duration {
 // waitReady polls the agent's health until every stage is done, the VMM
 // exits, or timeout passes. Errors name the pending stage and the serial log.
 func (m *Manager) waitReady(ctx context.Context, h backend.Handle, rec *store.Record, timeout time.Duration, p *progress) error {
-	deadline := time.Now().Add(timeout)
 	ac := m.agentClient(h, rec.Name)
-	pending := "agent connection"
 	lastStage := ""
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		hr, err := ac.Health(actx)
-		cancel()
-		if err == nil {
-			// The agent answers: what must reach it before the guest can be
-			// ready (secrets) goes now.
-			if err := firstContact(ctx, rec, ac); err != nil {
-				return err
+	w := readyWait{
+		health:  ac.Health,
+		contact: func(ctx context.Context) error { return firstContact(ctx, rec, ac) },
+		state:   h.State,
+		pending: func(stage string) {
+			if stage != lastStage {
+				p.emit("agent", "guest stage pending: "+stage)
+				lastStage = stage
 			}
-			if hr.Ready {
-				return nil
-			}
-			for _, s := range hr.Stages {
-				if !s.Done {
-					pending = s.Name
-					break
-				}
-			}
-			if pending != lastStage {
-				p.emit("agent", "guest stage pending: "+pending)
-				lastStage = pending
-			}
-		} else {
-			m.Log.Debug("agent not ready", "vm", rec.Name, "err", err)
-		}
-		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		st, serr := h.State(sctx)
-		cancel()
-		if serr == nil && (st == backend.StateStopped || st == backend.StateFailed) {
-			return fmt.Errorf("VM %s exited during boot while waiting for %s; last console lines:\n%s\nfull serial log: %s",
-				rec.Name, pending, tail(m.SerialLog(rec.Name), 15), m.SerialLog(rec.Name))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("VM %s not ready after %s: pending stage %q; serial log: %s (last lines below). The VM is left running for inspection: 'mvmctl logs %s', remove it with 'mvmctl rm -f %s'\n%s",
-				rec.Name, timeout, pending, m.SerialLog(rec.Name), rec.Name, rec.Name, tail(m.SerialLog(rec.Name), 10))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
+		},
+		log: func(err error) { m.Log.Debug("agent not ready", "vm", rec.Name, "err", err) },
 	}
+	pending, err := w.run(ctx, timeout)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errVMExited):
+		return fmt.Errorf("VM %s exited during boot while waiting for %s; last console lines:\n%s\nfull serial log: %s",
+			rec.Name, pending, tail(m.SerialLog(rec.Name), 15), m.SerialLog(rec.Name))
+	case errors.Is(err, errNotReady):
+		return fmt.Errorf("VM %s not ready after %s: pending stage %q; serial log: %s (last lines below). The VM is left running for inspection: 'mvmctl logs %s', remove it with 'mvmctl rm -f %s'\n%s",
+			rec.Name, timeout, pending, m.SerialLog(rec.Name), rec.Name, rec.Name, tail(m.SerialLog(rec.Name), 10))
+	}
+	return err
 }
 
 // tail returns the last n lines of a file, or a note when it cannot be read.
