@@ -24,6 +24,9 @@ type Config struct {
 	QMPSocket  string   `json:"qmp_socket"`  // used to ask QEMU to quit
 	SerialSock string   `json:"serial_sock"` // chardev socket of the agent port; empty: no relay
 	AgentSock  string   `json:"agent_sock"`  // where host connections are accepted
+	// AgentReady makes the relay write ReadyByte to a host connection once
+	// it is joined to the guest agent (AwaitReady reads it).
+	AgentReady bool `json:"agent_ready,omitempty"`
 	// ConsoleSock is the VMM's guest console chardev (a unix socket server
 	// that waits for us before the guest runs); its output is copied into
 	// ConsoleLog, rotated at ConsoleMax bytes (0: DefaultConsoleMax) with one

@@ -106,7 +106,7 @@ func run(dir string, log *slog.Logger) error {
 	// once and the agent port has our SYNC queued.
 	consoleDone := startConsole(cfg, ctx, log)
 	if cfg.SerialSock != "" {
-		r := &relay{serial: cfg.SerialSock, agent: cfg.AgentSock, log: log}
+		r := &relay{serial: cfg.SerialSock, agent: cfg.AgentSock, log: log, ready: cfg.AgentReady}
 		if err := r.listen(); err != nil {
 			log.Error("agent relay disabled", "err", err)
 		} else {

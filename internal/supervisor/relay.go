@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -34,6 +35,9 @@ type relay struct {
 	serial, agent string
 	log           *slog.Logger
 	ln            net.Listener
+	// ready: write ReadyByte to each host connection once its stream to
+	// the guest is open (Config.AgentReady).
+	ready bool
 
 	mu      sync.Mutex
 	sess    *yamux.Session
@@ -164,6 +168,16 @@ func (r *relay) serve(ctx context.Context, conn net.Conn) {
 		}
 	}
 	defer stream.Close()
+	if r.ready {
+		// Nothing was read from the host yet, so a host that gave up while
+		// we waited costs the guest no handshake: it sees an empty stream.
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := conn.Write([]byte{ReadyByte}); err != nil {
+			r.log.Debug("agent connection gone before the guest was reached", "err", err)
+			return
+		}
+		_ = conn.SetWriteDeadline(time.Time{})
+	}
 	done := make(chan struct{}, 2)
 	go func() {
 		io.Copy(stream, conn)
@@ -188,6 +202,32 @@ func (r *relay) serve(ctx context.Context, conn net.Conn) {
 	case <-sess.CloseChan():
 	case <-ctx.Done():
 	}
+}
+
+// ReadyByte is what the relay writes first on a host connection, once it
+// has a stream to the guest agent (Config.AgentReady).
+const ReadyByte = 0x06
+
+// AwaitReady reads the relay's ReadyByte from conn, bounded by ctx: a
+// dial that returns only once the guest agent is there, so the caller's
+// handshake never starts, and never times out, while the guest boots.
+func AwaitReady(ctx context.Context, conn net.Conn) error {
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	var b [1]byte
+	_, err := io.ReadFull(conn, b[:])
+	if !stop() {
+		return fmt.Errorf("wait for the agent relay: %w", context.Cause(ctx))
+	}
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("wait for the agent relay: no session with the guest agent yet (the relay gave up waiting)")
+	case err != nil:
+		return fmt.Errorf("wait for the agent relay: %w", err)
+	case b[0] != ReadyByte:
+		return fmt.Errorf("wait for the agent relay: got byte %#x, want %#x", b[0], ReadyByte)
+	}
+	return conn.SetReadDeadline(time.Time{})
 }
 
 func sleep(ctx context.Context, d time.Duration) {

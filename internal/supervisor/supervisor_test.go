@@ -55,6 +55,7 @@ func TestParseStartTime(t *testing.T) {
 type fakeGuest struct {
 	ln    net.Listener
 	conns chan net.Conn
+	got   chan string // what each stream carried, when someone listens
 }
 
 func newFakeGuest(t *testing.T, path string) *fakeGuest {
@@ -62,7 +63,7 @@ func newFakeGuest(t *testing.T, path string) *fakeGuest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGuest{ln: ln, conns: make(chan net.Conn, 4)}
+	g := &fakeGuest{ln: ln, conns: make(chan net.Conn, 4), got: make(chan string, 16)}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for boot := 1; ; boot++ {
@@ -85,6 +86,10 @@ func newFakeGuest(t *testing.T, path string) *fakeGuest {
 					go func() {
 						defer st.Close()
 						b, _ := io.ReadAll(st)
+						select {
+						case g.got <- string(b):
+						default:
+						}
 						st.Write(append(prefix, b...))
 					}()
 				}
@@ -169,6 +174,97 @@ func TestRelayEchoAndReconnect(t *testing.T) {
 	}
 	if got := roundTrip(t, agent, "hi"); got != "2hi" {
 		t.Fatalf("after reconnect got %q", got)
+	}
+}
+
+// With AgentReady the relay announces a connection only once it is joined
+// to the guest, and a host that gave up before then sends the guest
+// nothing: a handshake it had queued would cost the guest (slow under TCG)
+// a handshake for nobody.
+func TestRelayReady(t *testing.T) {
+	dir := t.TempDir()
+	serial := filepath.Join(dir, "serial-agent.sock")
+	agent := filepath.Join(dir, AgentSock)
+	r := &relay{serial: serial, agent: agent, log: slog.New(slog.NewTextHandler(io.Discard, nil)), ready: true}
+	if err := r.listen(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+
+	// A host that writes its hello and gives up while the guest boots.
+	stale, err := net.Dial("unix", agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stale.Write([]byte("stale hello")); err != nil {
+		t.Fatal(err)
+	}
+	// One that waits.
+	c, err := net.Dial("unix", agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readyErr := make(chan error, 1)
+	go func() {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		defer acancel()
+		readyErr <- AwaitReady(actx, c)
+	}()
+	select {
+	case err := <-readyErr:
+		t.Fatalf("ready before the guest exists: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	stale.Close()
+	time.Sleep(50 * time.Millisecond) // let the relay see nothing yet: no session
+
+	g := newFakeGuest(t, serial)
+	if err := <-readyErr; err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("live")); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.UnixConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "1live" {
+		t.Fatalf("echo %q, %v", b, err)
+	}
+	// Every stream the guest saw: the live one, maybe an empty one for the
+	// stale connection, never its hello.
+	timeout := time.After(500 * time.Millisecond)
+	for {
+		select {
+		case s := <-g.got:
+			if strings.Contains(s, "stale") {
+				t.Fatalf("the guest got a stale connection's bytes: %q", s)
+			}
+			continue
+		case <-timeout:
+		}
+		break
+	}
+
+	// A context that ends first ends the wait with its cause.
+	cancelled, cancel2 := context.WithCancel(ctx)
+	cancel2()
+	a, b2 := net.Pipe()
+	defer a.Close()
+	defer b2.Close()
+	if err := AwaitReady(cancelled, a); err == nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled: %v", err)
+	}
+	// A peer that sends something else is refused.
+	a2, b3 := net.Pipe()
+	defer a2.Close()
+	defer b3.Close()
+	go b3.Write([]byte{'x'})
+	if err := AwaitReady(ctx, a2); err == nil || !strings.Contains(err.Error(), "want") {
+		t.Fatalf("wrong byte: %v", err)
 	}
 }
 

@@ -50,6 +50,7 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 		_, err = m.fail(rec, fmt.Errorf("agent keys: %w", err))
 		return err
 	}
+	t := time.Now()
 	if err := image.WriteConfigDrive(ctx, cfgPath, gc); err != nil {
 		_, err = m.fail(rec, fmt.Errorf("write config drive: %w", err))
 		return err
@@ -58,6 +59,7 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 		_, err = m.fail(rec, err)
 		return err
 	}
+	m.Log.Debug("boot step", "step", "config drive", "took", time.Since(t))
 	rec.State, rec.Reason, rec.PID = string(backend.StateStarting), "", 0
 	if err := m.Store.Put(rec); err != nil {
 		return err
@@ -68,7 +70,9 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 	spec.CPUs, spec.MemoryMiB = rec.CPUs, rec.MemoryMiB
 	spec.ConfigISO, spec.SerialLog = cfgPath, m.SerialLog(rec.Name)
 	spec.Guest = gc // backends without a config drive (docker) deliver it themselves
+	t = time.Now()
 	h, err := be.Start(ctx, spec)
+	m.Log.Debug("boot step", "step", "backend start", "took", time.Since(t))
 	if err != nil {
 		_, err = m.fail(rec, fmt.Errorf("start VM %s: %w (serial log: %s)", rec.Name, err, spec.SerialLog))
 		return err

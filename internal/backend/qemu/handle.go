@@ -182,6 +182,12 @@ func (h *Handle) DialAgent(ctx context.Context) (net.Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("dial agent relay %s: %w", path, err)
 		}
+		if h.rec.RelayReady {
+			if err := supervisor.AwaitReady(ctx, c); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
 		return c, nil
 	}
 	return nil, fmt.Errorf("unknown agent transport %q", h.rec.Transport)

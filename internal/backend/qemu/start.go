@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -60,10 +61,12 @@ func (b *Backend) start(ctx context.Context, spec backend.Spec) (*Handle, error)
 			return nil, err
 		}
 	}
+	t := time.Now()
 	disks, err := resolveDisks(ctx, spec)
 	if err != nil {
 		return nil, err
 	}
+	slog.Debug("qemu start step", "step", "disks", "took", time.Since(t))
 	kvm, hvf := acceleration(ctx, garch)
 	l := launch{
 		Arch: garch, Name: spec.Name, KVM: kvm, HVF: hvf, ACPI: true,
@@ -177,6 +180,9 @@ func prepareDir(dir string) error {
 // boot records rec in dir, launches the supervisor with rec.Argv and waits
 // until QMP answers. On failure the VM is killed.
 func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
+	if rec.Transport == guestcfg.TransportSerial {
+		rec.RelayReady = true
+	}
 	if err := writeRecord(dir, rec); err != nil {
 		return nil, fmt.Errorf("write %s: %w", stateFile, err)
 	}
@@ -188,6 +194,7 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	if rec.Transport == guestcfg.TransportSerial {
 		cfg.SerialSock = filepath.Join(dir, serialSock)
 		cfg.AgentSock = filepath.Join(dir, supervisor.AgentSock)
+		cfg.AgentReady = true
 	}
 	if l := rec.Launch; l != nil {
 		if l.SerialLog != "" && l.ConsoleSock != "" {
@@ -224,14 +231,18 @@ func boot(ctx context.Context, dir string, rec record) (*Handle, error) {
 	if l := rec.Launch; l != nil && l.Confine.dropsPrivileges() {
 		cfg.VMMGuard = true
 	}
+	t := time.Now()
 	if _, err := supervisor.Launch(ctx, dir, cfg); err != nil {
 		return nil, err
 	}
+	slog.Debug("qemu start step", "step", "supervisor launch", "took", time.Since(t))
+	t = time.Now()
 	h := &Handle{dir: dir, rec: rec}
 	if err := h.waitRunning(ctx); err != nil {
 		h.Kill(context.Background())
 		return nil, err
 	}
+	slog.Debug("qemu start step", "step", "QMP answers", "took", time.Since(t))
 	return h, nil
 }
 

@@ -29,6 +29,10 @@ type record struct {
 	Snapshot string `json:"snapshot,omitempty"`
 	// Publish is what the supervisor forwards to the guest.
 	Publish []backend.Publish `json:"publish,omitempty"`
+	// RelayReady: the supervisor's agent relay announces each connection
+	// once the guest is reached (supervisor.Config.AgentReady); supervisors
+	// started before it existed do not.
+	RelayReady bool `json:"relay_ready,omitempty"`
 }
 
 func writeRecord(dir string, r record) error { return backend.SaveRecord(dir, r) }
