@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 // build writes the entry into a temporary directory and renames it into
@@ -63,6 +65,7 @@ func build(ctx context.Context, cacheDir, entry, digestHex string, r *Recipe, in
 		Initrd:        initrdFile,
 		Rootfs:        rootfsFile,
 		Console:       r.Access.Console,
+		ConfigDrive:   guestcfg.DriveFormat, // the agent built with this tree reads it
 		DefaultCPUs:   r.Resources.CPUs,
 		DefaultMemMiB: r.Resources.MemoryMiB,
 		Inputs:        in.hashed,

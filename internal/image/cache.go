@@ -49,6 +49,7 @@ func loadEntry(dir, digestHex string) (*Artifacts, error) {
 		Initrd:        filepath.Join(dir, m.Initrd),
 		Rootfs:        filepath.Join(dir, m.Rootfs),
 		Console:       m.Console,
+		ConfigDrive:   m.ConfigDrive,
 		DefaultCPUs:   m.DefaultCPUs,
 		DefaultMemMiB: m.DefaultMemMiB,
 	}

@@ -14,11 +14,58 @@ import (
 // configDriveSize is small: the config is at most guestcfg.MaxSize.
 const configDriveSize = 4 << 20
 
-// WriteConfigDrive writes a small ext4 image labelled guestcfg.ConfigLabel
-// holding /mvm.json. The filesystem carries the ext4 read-only feature, so
-// the guest kernel mounts it read-only whatever the mount flags say. Needs
-// no root and no loop devices. path is replaced atomically.
-func WriteConfigDrive(ctx context.Context, path string, cfg *guestcfg.Config) error {
+// WriteConfigDrive writes cfg's config drive in format: guestcfg.DriveFormat
+// (the config straight on the disk: no mkfs, no subprocess, ~1 ms) or ""
+// for the ext4 drive agents before that format read. path is replaced
+// atomically and is 0600 (the drive holds the guest's private key).
+func WriteConfigDrive(ctx context.Context, path string, cfg *guestcfg.Config, format string) error {
+	switch format {
+	case guestcfg.DriveFormat:
+		return writeRawConfigDrive(path, cfg)
+	case "":
+		return writeExt4ConfigDrive(ctx, path, cfg)
+	}
+	return fmt.Errorf("config drive: unknown format %q", format)
+}
+
+// writeRawConfigDrive writes guestcfg.EncodeDrive's bytes, padded (sparse)
+// to the ext4 drive's size so every VM's machine has the same disks and a
+// snapshot restores onto a placeholder of that size.
+func writeRawConfigDrive(path string, cfg *guestcfg.Config) error {
+	data, err := guestcfg.EncodeDrive(cfg)
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".config-drive-")
+	if err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the rename: nothing
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if err := f.Truncate(configDriveSize); err != nil {
+		f.Close()
+		return fmt.Errorf("config drive: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	// No fsync: the drive is rewritten on every boot and worthless after a
+	// host crash, which also ends the VM that would read it.
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("config drive: %w", err)
+	}
+	return nil
+}
+
+// writeExt4ConfigDrive writes a small ext4 image labelled
+// guestcfg.ConfigLabel holding /mvm.json. The filesystem carries the ext4
+// read-only feature, so the guest kernel mounts it read-only whatever the
+// mount flags say. Needs no root and no loop devices.
+func writeExt4ConfigDrive(ctx context.Context, path string, cfg *guestcfg.Config) error {
 	data, err := cfg.Encode()
 	if err != nil {
 		return fmt.Errorf("config drive: %w", err)

@@ -24,7 +24,7 @@ func TestWriteConfigDrive(t *testing.T) {
 		Policy:    guestcfg.Policy{Console: true}, Env: []string{"A=b c"}}
 	path := filepath.Join(t.TempDir(), "config.ext4")
 	for range 2 { // the second write replaces the first
-		if err := WriteConfigDrive(ctx, path, cfg); err != nil {
+		if err := WriteConfigDrive(ctx, path, cfg, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,7 +52,49 @@ func TestWriteConfigDrive(t *testing.T) {
 
 	bad := *cfg
 	bad.Hostname = "Not Valid"
-	if err := WriteConfigDrive(ctx, filepath.Join(t.TempDir(), "x"), &bad); err == nil {
-		t.Error("invalid config accepted")
+	for _, format := range []string{"", guestcfg.DriveFormat} {
+		if err := WriteConfigDrive(ctx, filepath.Join(t.TempDir(), "x"), &bad, format); err == nil {
+			t.Errorf("format %q: invalid config accepted", format)
+		}
+	}
+}
+
+func TestWriteRawConfigDrive(t *testing.T) {
+	ctx := context.Background()
+	cfg := &guestcfg.Config{Version: 1, Name: "web", Hostname: "web",
+		Transport: guestcfg.Transport{Kind: guestcfg.TransportSerial, SerialName: guestcfg.SerialPortName},
+		Policy:    guestcfg.Policy{Console: true}, GuestPrivateKey: "secret"}
+	path := filepath.Join(t.TempDir(), "config.img")
+	for range 2 { // the second write replaces the first
+		if err := WriteConfigDrive(ctx, path, cfg, guestcfg.DriveFormat); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Same size as the ext4 drive (a snapshot's placeholder has it), and
+	// private: the drive holds the guest's key.
+	if fi.Size() != configDriveSize || fi.Mode().Perm() != 0o600 {
+		t.Errorf("size %d mode %v, want %d 0600", fi.Size(), fi.Mode().Perm(), configDriveSize)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, err := guestcfg.ReadDrive(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hostname != "web" || !got.Policy.Console || got.GuestPrivateKey != "secret" {
+		t.Errorf("decoded %+v", got)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".config-drive-*")); len(left) != 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	if err := WriteConfigDrive(ctx, path, cfg, "floppy"); err == nil {
+		t.Error("unknown format accepted")
 	}
 }

@@ -14,15 +14,16 @@ const builderVersion = "mvm-image-builder/2"
 
 // Artifacts is a built image in the cache. All paths are absolute.
 type Artifacts struct {
-	Name          string `json:"name"`              // recipe name, e.g. "minimal"
-	Digest        string `json:"digest"`            // "sha256:<hex>" over recipe + every input
-	Dir           string `json:"dir"`               // cache entry dir
-	Kernel        string `json:"kernel"`            // bzImage (vmlinuz)
-	KernelRelease string `json:"kernel_release"`    // e.g. 6.1.0-56-cloud-amd64
-	Vmlinux       string `json:"vmlinux,omitempty"` // uncompressed kernel (ELF on x86), made on request (BuildOptions.Vmlinux)
-	Initrd        string `json:"initrd"`            // newc cpio, uncompressed
-	Rootfs        string `json:"rootfs"`            // ext4 labelled guestcfg.RootLabel; never modify
-	Console       bool   `json:"console"`           // image policy access.console
+	Name          string `json:"name"`                   // recipe name, e.g. "minimal"
+	Digest        string `json:"digest"`                 // "sha256:<hex>" over recipe + every input
+	Dir           string `json:"dir"`                    // cache entry dir
+	Kernel        string `json:"kernel"`                 // bzImage (vmlinuz)
+	KernelRelease string `json:"kernel_release"`         // e.g. 6.1.0-56-cloud-amd64
+	Vmlinux       string `json:"vmlinux,omitempty"`      // uncompressed kernel (ELF on x86), made on request (BuildOptions.Vmlinux)
+	Initrd        string `json:"initrd"`                 // newc cpio, uncompressed
+	Rootfs        string `json:"rootfs"`                 // ext4 labelled guestcfg.RootLabel; never modify
+	Console       bool   `json:"console"`                // image policy access.console
+	ConfigDrive   string `json:"config_drive,omitempty"` // config drive format its agent reads (guestcfg.DriveFormat; "": ext4)
 	DefaultCPUs   int    `json:"default_cpus"`
 	DefaultMemMiB int    `json:"default_memory_mib"`
 }
@@ -79,9 +80,12 @@ type manifest struct {
 	Rootfs        string   `json:"rootfs"`
 	Modules       []string `json:"modules"` // load order
 	Console       bool     `json:"console"`
-	DefaultCPUs   int      `json:"default_cpus"`
-	DefaultMemMiB int      `json:"default_memory_mib"`
-	Inputs        []Input  `json:"inputs"`
+	// ConfigDrive is the config drive format the image's agent reads
+	// (guestcfg.DriveFormat); images from before it read ext4 only.
+	ConfigDrive   string  `json:"config_drive,omitempty"`
+	DefaultCPUs   int     `json:"default_cpus"`
+	DefaultMemMiB int     `json:"default_memory_mib"`
+	Inputs        []Input `json:"inputs"`
 	// Recipe is the canonical recipe the image was built from.
 	Recipe json.RawMessage `json:"recipe,omitempty"`
 }

@@ -73,6 +73,9 @@ type Boot struct {
 	Initrd  string `json:"initrd,omitempty"`
 	Rootfs  string `json:"rootfs,omitempty"`
 	Console bool   `json:"console,omitempty"`
+	// ConfigDrive is the config drive format the image's agent reads
+	// (guestcfg.DriveFormat; "": ext4, images from before the format).
+	ConfigDrive string `json:"config_drive,omitempty"`
 }
 
 var (

@@ -51,7 +51,11 @@ func (m *Manager) boot(ctx context.Context, rec *store.Record, be backend.Backen
 		return err
 	}
 	t := time.Now()
-	if err := image.WriteConfigDrive(ctx, cfgPath, gc); err != nil {
+	format := ""
+	if rec.Boot != nil {
+		format = rec.Boot.ConfigDrive
+	}
+	if err := image.WriteConfigDrive(ctx, cfgPath, gc, format); err != nil {
 		_, err = m.fail(rec, fmt.Errorf("write config drive: %w", err))
 		return err
 	}

@@ -173,7 +173,7 @@ func (m *Manager) Up(ctx context.Context, o UpOptions) (*store.Record, error) {
 		}
 	}
 	rec.ImageDigest = art.Digest
-	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console}
+	rec.Boot = &store.Boot{Kernel: art.Kernel, Initrd: art.Initrd, Rootfs: art.Rootfs, Console: art.Console, ConfigDrive: art.ConfigDrive}
 	spec := backend.Spec{RootImage: art.Rootfs, ImageDigest: art.Digest, Disks: o.Disks}
 	if len(o.Secrets) > 0 {
 		spec.Cmdline = secretsKernelArgs

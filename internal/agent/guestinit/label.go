@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 // ext4 superblock: 1024 bytes in; magic at +56, volume label at +120 (16 bytes).
@@ -86,6 +88,48 @@ func (d blockDirs) waitForLabel(ctx context.Context, label string) (string, erro
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("no block device with ext4 label %q: %w", label, ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// findConfigDrive scans every block device once for the config drive: the
+// raw format (guestcfg.DriveFormat) or, from hosts before it, an ext4
+// filesystem labelled guestcfg.ConfigLabel.
+func (d blockDirs) findConfigDrive() (dev string, raw bool, err error) {
+	ents, err := os.ReadDir(d.sysClassBlock)
+	if err != nil {
+		return "", false, err
+	}
+	for _, e := range ents {
+		dev := filepath.Join(d.dev, e.Name())
+		f, err := os.Open(dev)
+		if err != nil {
+			continue
+		}
+		isRaw := guestcfg.IsDrive(f)
+		label, lerr := "", error(nil)
+		if !isRaw {
+			label, lerr = ReadExt4Label(f)
+		}
+		f.Close()
+		if isRaw || (lerr == nil && label == guestcfg.ConfigLabel) {
+			return dev, isRaw, nil
+		}
+	}
+	return "", false, os.ErrNotExist
+}
+
+// waitForConfigDrive polls findConfigDrive until it finds one or ctx ends.
+func (d blockDirs) waitForConfigDrive(ctx context.Context) (dev string, raw bool, err error) {
+	for {
+		dev, raw, err := d.findConfigDrive()
+		if err == nil {
+			return dev, raw, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", false, fmt.Errorf("no config drive (raw, or ext4 labelled %q): %w", guestcfg.ConfigLabel, ctx.Err())
 		case <-time.After(25 * time.Millisecond):
 		}
 	}

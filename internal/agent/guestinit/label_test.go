@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/mvm-dev/mvm/internal/guestcfg"
 )
 
 func mkfs(t *testing.T, path, label string) {
@@ -90,4 +92,63 @@ func FuzzReadExt4Label(f *testing.F) {
 			t.Fatalf("label %q longer than 16 bytes", label)
 		}
 	})
+}
+
+func TestFindConfigDrive(t *testing.T) {
+	cfg := &guestcfg.Config{Version: 1, Hostname: "a", Transport: guestcfg.Transport{Kind: guestcfg.TransportSerial}}
+	rawDrive, err := guestcfg.EncodeDrive(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		devs    map[string]func(path string) // device name → writes its content
+		wantDev string                       // "" = none found
+		wantRaw bool
+	}{
+		{
+			name: "raw drive beside a root disk",
+			devs: map[string]func(string){
+				"vda": func(p string) { mkfs(t, p, "mvm-root") },
+				"vdb": func(p string) { os.WriteFile(p, append(rawDrive, make([]byte, 4096)...), 0o600) },
+			},
+			wantDev: "vdb", wantRaw: true,
+		},
+		{
+			name: "ext4 drive from an older host",
+			devs: map[string]func(string){
+				"vda": func(p string) { os.WriteFile(p, make([]byte, 8192), 0o600) },
+				"vdb": func(p string) { mkfs(t, p, "mvm-config") },
+			},
+			wantDev: "vdb",
+		},
+		{
+			name: "neither",
+			devs: map[string]func(string){
+				"vda": func(p string) { mkfs(t, p, "mvm-root") },
+				"vdb": func(p string) { os.WriteFile(p, []byte("MVM-CFG"), 0o600) }, // magic cut short
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			d := blockDirs{sysClassBlock: filepath.Join(dir, "sys"), dev: filepath.Join(dir, "dev")}
+			_ = os.MkdirAll(d.dev, 0o755)
+			for n, write := range tt.devs {
+				_ = os.MkdirAll(filepath.Join(d.sysClassBlock, n), 0o755)
+				write(filepath.Join(d.dev, n))
+			}
+			dev, raw, err := d.findConfigDrive()
+			if tt.wantDev == "" {
+				if err == nil {
+					t.Fatalf("found %s (raw %v), want none", dev, raw)
+				}
+				return
+			}
+			if err != nil || dev != filepath.Join(d.dev, tt.wantDev) || raw != tt.wantRaw {
+				t.Fatalf("got %q raw=%v err=%v, want %s raw=%v", dev, raw, err, tt.wantDev, tt.wantRaw)
+			}
+		})
+	}
 }

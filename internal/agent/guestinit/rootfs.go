@@ -109,13 +109,25 @@ func Rootfs(c *Console, version string) {
 	Fatal(c, "serve "+ep.String(), err)
 }
 
-// loadConfig finds the config drive, mounts it read-only and decodes mvm.json.
+// loadConfig finds the config drive and decodes it: read straight off the
+// device (raw format), or mounted read-only (ext4, from older hosts).
 func loadConfig() (*guestcfg.Config, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), configWait)
 	defer cancel()
-	dev, err := realBlockDirs.waitForLabel(ctx, guestcfg.ConfigLabel)
+	dev, raw, err := realBlockDirs.waitForConfigDrive(ctx)
 	if err != nil {
 		return nil, err
+	}
+	// The drive holds the guest's private key: once read, take it out of
+	// reach of unprivileged guest users.
+	defer os.Chmod(dev, 0o600)
+	if raw {
+		f, err := os.Open(dev)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return guestcfg.ReadDrive(f)
 	}
 	if err := os.MkdirAll(ConfigMount, 0o755); err != nil {
 		return nil, err
@@ -132,10 +144,7 @@ func loadConfig() (*guestcfg.Config, error) {
 	}
 	cfg, err := guestcfg.Decode(f)
 	f.Close()
-	// The drive holds the guest's private key: once read, take it out of
-	// reach of unprivileged guest users.
 	_ = unix.Unmount(ConfigMount, unix.MNT_DETACH)
-	_ = os.Chmod(dev, 0o600)
 	return cfg, err
 }
 

@@ -51,13 +51,13 @@ func runQEMU(ctx context.Context, dir string, cfg Config) (Guest, error) {
 		// The guest was told to serve its agent on vsock, which QEMU
 		// under TCG cannot give it; a copy of its config drive tells it
 		// virtio-serial instead, the channel the qemu backend relays.
-		if gc, err := readConfigDrive(ctx, d.Path); err == nil {
+		if gc, format, err := readConfigDrive(ctx, d.Path); err == nil {
 			if gc.Transport.VsockPort != 0 {
 				agentPort = gc.Transport.VsockPort
 			}
 			gc.Transport = guestcfg.Transport{Kind: guestcfg.TransportSerial, SerialName: guestcfg.SerialPortName}
-			cp := filepath.Join(dir, "config-"+d.ID+".ext4")
-			if err := image.WriteConfigDrive(ctx, cp, gc); err != nil {
+			cp := filepath.Join(dir, "config-"+d.ID+".img")
+			if err := image.WriteConfigDrive(ctx, cp, gc, format); err != nil {
 				return nil, fmt.Errorf("translate config drive %s: %w", d.ID, err)
 			}
 			disk.Path = cp
@@ -155,15 +155,27 @@ const (
 	sbLabelSize = 16
 )
 
-// readConfigDrive returns the guest config on the drive at path, or an
-// error when it is not a config drive.
-func readConfigDrive(ctx context.Context, path string) (*guestcfg.Config, error) {
+// readConfigDrive returns the guest config on the drive at path and the
+// drive's format (image.WriteConfigDrive's), or an error when it is not a
+// config drive.
+func readConfigDrive(ctx context.Context, path string) (*guestcfg.Config, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	if guestcfg.IsDrive(f) {
+		defer f.Close()
+		gc, err := guestcfg.ReadDrive(f)
+		return gc, guestcfg.DriveFormat, err
+	}
+	gc, err := readExt4ConfigDrive(ctx, f, path)
+	return gc, "", err
+}
+
+// readExt4ConfigDrive reads the older ext4 drive in f (closed on return).
+func readExt4ConfigDrive(ctx context.Context, f *os.File, path string) (*guestcfg.Config, error) {
 	var sb [sbLabelOff + sbLabelSize]byte
-	_, err = f.ReadAt(sb[:], sbOffset)
+	_, err := f.ReadAt(sb[:], sbOffset)
 	f.Close()
 	if err != nil {
 		return nil, err
