@@ -56,7 +56,7 @@ func resolveInputs(ctx context.Context, r *Recipe, cacheDir string, opts BuildOp
 	}
 	in := &inputs{arch: arch, agent: agent, srcs: map[int]string{}, progress: opts.progress}
 	add := func(role, path string) error {
-		sum, err := hashFile(path)
+		sum, err := hashFileCached(cacheDir, path)
 		if err != nil {
 			return fmt.Errorf("%s: %w", role, err)
 		}
