@@ -22,8 +22,10 @@ var (
 	retryPause = 20 * time.Millisecond
 	// stagePause is between health calls while guest stages are pending.
 	stagePause = 50 * time.Millisecond
-	// exitPoll is how often the VMM is checked for an early exit.
-	exitPoll = 200 * time.Millisecond
+	// exitPoll is how often the VMM is checked for an early exit. Not
+	// often: a QEMU state check is a QMP session, served by the thread the
+	// booting guest's device I/O needs too.
+	exitPoll = time.Second
 )
 
 // readyWait is the loop of waitReady with its dependencies as functions.
