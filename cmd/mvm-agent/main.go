@@ -57,9 +57,10 @@ func runInit() {
 	}()
 	c.Printf("version %s", agentVersion())
 	if guestinit.InInitramfs() {
-		stage, err := guestinit.Initramfs(c)
-		guestinit.Fatal(c, "initramfs: "+stage, err)
-		return
+		if stage, err := guestinit.Initramfs(c); err != nil {
+			guestinit.Fatal(c, "initramfs: "+stage, err)
+			return
+		}
 	}
 	guestinit.Rootfs(c, agentVersion())
 }

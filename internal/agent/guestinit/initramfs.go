@@ -56,7 +56,8 @@ func Fatal(c *Console, stage string, err error) {
 }
 
 // Initramfs runs the initramfs stage and execs the root's agent. It returns
-// only on failure, naming the stage.
+// nil when the root's agent is this very binary (the caller then carries on
+// as it: Rootfs), and otherwise only on failure, naming the stage.
 func Initramfs(c *Console) (stage string, err error) {
 	stage = "mount /dev /proc /sys"
 	for _, m := range []mountSpec{mountDev, mountProc, mountSys} {
@@ -116,6 +117,12 @@ func Initramfs(c *Console) (stage string, err error) {
 	stage = "switch root"
 	if err := switchRoot(NewRoot); err != nil {
 		return stage, err
+	}
+	if sameAgent("/proc/self/exe", RootAgent) {
+		// Its /init stays in RAM (mapped, so not freed): a few MiB for over
+		// a second of boot under TCG.
+		c.Printf("switched to root disk; %s is this agent: continuing without exec", RootAgent)
+		return "", nil
 	}
 	c.Printf("switched to root disk; starting %s", RootAgent)
 	stage = "exec " + RootAgent
