@@ -20,7 +20,7 @@ func goBuildID(path string) (string, error) {
 		return "", errors.New("no Go build ID note")
 	}
 	if s.Size > 4096 {
-		return "", fmt.Errorf("Go build ID note is %d bytes", s.Size)
+		return "", fmt.Errorf("the Go build ID note is %d bytes", s.Size)
 	}
 	b, err := s.Data()
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -24,7 +23,7 @@ func TestSameAgent(t *testing.T) {
 	}
 	text := filepath.Join(dir, "text")
 	os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755)
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go") // another Go build
+	goTool, _ := exec.LookPath("go") // another Go build
 	notGo, _ := exec.LookPath("true")                      // ELF, no Go build ID
 
 	tests := []struct {
