@@ -161,7 +161,7 @@ func logger(debug bool) (*slog.Logger, io.Closer) {
 
 // newClient is the mvm client of the shim: mvm's default state (or
 // MVM_*_DIR from containerd's environment), binaries beside the shim.
-func newClient(log *slog.Logger) (*mvm.Client, error) {
+func newClient(log *slog.Logger) (VMs, error) {
 	o := mvm.Options{Logger: log}
 	if self, err := os.Executable(); err == nil {
 		dir := filepath.Dir(self)
@@ -169,7 +169,11 @@ func newClient(log *slog.Logger) (*mvm.Client, error) {
 			o.BinDir = dir
 		}
 	}
-	return mvm.New(o)
+	c, err := mvm.New(o)
+	if err != nil {
+		return nil, err
+	}
+	return ClientVMs{c}, nil
 }
 
 // serve is the daemon: the task API on the socket `start` made, until

@@ -38,11 +38,36 @@ const (
 // rootfsFree is the room a container gets to write in its rootfs.
 const rootfsFree = 256 << 20
 
-// VMs is what the shim needs of mvm: pkg/mvm's Client (a seam for tests).
+// VMs is what the shim needs of mvm: pkg/mvm's Client (ClientVMs), or a
+// fake in tests.
 type VMs interface {
 	Up(ctx context.Context, o mvm.UpOptions) (*mvm.VM, error)
-	StartCmd(ctx context.Context, name string, cmd mvm.Cmd) (*mvm.Process, error)
+	StartCmd(ctx context.Context, name string, cmd mvm.Cmd) (Proc, error)
 	Remove(ctx context.Context, name string, force bool) error
+}
+
+// Proc is a process in a VM (*mvm.Process).
+type Proc interface {
+	Pid() int
+	Signal(sig syscall.Signal) error
+	Resize(cols, rows uint16) error
+	Wait() (mvm.ExitStatus, error)
+}
+
+var _ Proc = (*mvm.Process)(nil)
+
+// ClientVMs adapts an *mvm.Client to VMs.
+type ClientVMs struct{ *mvm.Client }
+
+var _ VMs = ClientVMs{}
+
+// StartCmd is the Client's, returning a Proc.
+func (c ClientVMs) StartCmd(ctx context.Context, name string, cmd mvm.Cmd) (Proc, error) {
+	p, err := c.Client.StartCmd(ctx, name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Config is one shim's identity and its collaborators.
@@ -88,7 +113,7 @@ type proc struct {
 	pid          uint32
 	exitStatus   uint32
 	exitedAt     time.Time
-	p            *mvm.Process
+	p            Proc
 	stdinR       *stdinFIFO
 	done         chan struct{}
 	pendingSize  [2]uint16
