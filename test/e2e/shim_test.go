@@ -113,6 +113,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		}
 		if t.Failed() {
 			t.Logf("containerd log:\n%s", tail(ctrdLog.String(), 8000))
+			return
+		}
+		// The shim's own timings (rootfs build, VM boot) for the record.
+		for _, l := range strings.Split(ctrdLog.String(), "\n") {
+			if strings.Contains(l, "container VM up") {
+				t.Log(l)
+			}
 		}
 	})
 
