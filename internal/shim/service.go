@@ -250,16 +250,10 @@ func (s *Service) Start(ctx context.Context, r *taskapi.StartRequest) (*taskapi.
 	if p.status != task.Status_CREATED {
 		return nil, errf(codes.FailedPrecondition, "%s is %s, not created", p.name(), p.status)
 	}
-	stdout, err := openOutput(p.stdout)
-	if err != nil {
-		return nil, errf(codes.Internal, "%v", err)
-	}
+	stdout := openOutput(p.stdout)
 	var stderr io.WriteCloser = nopWriteCloser{io.Discard}
 	if !p.terminal {
-		if stderr, err = openOutput(p.stderr); err != nil {
-			stdout.Close()
-			return nil, errf(codes.Internal, "%v", err)
-		}
+		stderr = openOutput(p.stderr)
 	}
 	cmd := mvm.Cmd{Args: p.spec.Args, Env: p.spec.Env, Dir: p.spec.Cwd, User: p.spec.user(), TTY: p.terminal,
 		Stdout: stdout, Stderr: stderr, Rootfs: "LABEL=" + label}

@@ -4,6 +4,7 @@ package shim
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -177,5 +178,72 @@ func TestMountAllBind(t *testing.T) {
 	}
 	if err := unmountAll(target); err != nil {
 		t.Fatalf("unmount of nothing: %v", err)
+	}
+}
+
+// What the process writes before containerd's reader has opened its end
+// reaches the reader (the shim's writer waits for it), and closing the
+// writer is the reader's EOF.
+func TestOutputWaitsForReader(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stdout")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := openOutput(path)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := w.Write([]byte("early\n"))
+		if err == nil {
+			err = w.Close()
+		}
+		wrote <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // writer first, as under a loaded containerd
+	r, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil || string(b) != "early\n" {
+		t.Fatalf("read %q %v", b, err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Without a reader the writer gives up after the timeout: output is
+// discarded, nothing hangs, no open stays pending.
+func TestOutputWithoutReader(t *testing.T) {
+	old := outputOpenTimeout
+	outputOpenTimeout = 100 * time.Millisecond
+	t.Cleanup(func() { outputOpenTimeout = old })
+	path := filepath.Join(t.TempDir(), "stdout")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := openOutput(path)
+	done := make(chan error, 1)
+	go func() {
+		n, err := w.Write([]byte("lost"))
+		if err == nil && n != 4 {
+			err = fmt.Errorf("wrote %d", n)
+		}
+		if err == nil {
+			err = w.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("write without a reader hung")
+	}
+	if w.(*fifoWriter).f != nil {
+		t.Fatal("the FIFO stayed open")
 	}
 }

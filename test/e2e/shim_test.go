@@ -75,6 +75,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	// Sockets of shims of other containerds (or other tests) are not ours.
+	socksBefore := map[string]bool{}
+	if socks, _ := filepath.Glob("/run/containerd/s/mvm-*"); socks != nil {
+		for _, s := range socks {
+			socksBefore[s] = true
+		}
+	}
+	newSockets := func() []string {
+		var out []string
+		socks, _ := filepath.Glob("/run/containerd/s/mvm-*")
+		for _, s := range socks {
+			if !socksBefore[s] {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
 	var ctrdLog bytes.Buffer
 	ctrd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
 	// The shim inherits containerd's environment: its PATH finds the
@@ -109,6 +126,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 			pid, _, _ := strings.Cut(p, ":")
 			if n, err := strconv.Atoi(pid); err == nil && n != os.Getpid() {
 				_ = syscall.Kill(n, syscall.SIGKILL)
+			}
+		}
+		if t.Failed() {
+			for _, s := range newSockets() { // the killed shims'
+				os.Remove(s)
 			}
 		}
 		if t.Failed() {
@@ -324,6 +346,30 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		t.Fatalf("task ls after delete:\n%s", r)
 	}
 
+	// A shim that dies: containerd runs `shim delete` for the bundle,
+	// which removes the VM the shim had booted.
+	mustCtr(3*time.Minute, append(run, "-d", shimImage, "crash", "sleep", "600")...)
+	shims := procsRunning(shimBin + " -namespace mvmtest -id crash")
+	if len(shims) != 1 {
+		t.Fatalf("want one shim daemon of crash, got %v", shims)
+	}
+	pid, _, _ := strings.Cut(shims[0], ":")
+	n, _ := strconv.Atoi(pid)
+	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if r := mustCtr(time.Minute, "task", "ls"); !regexpLine(r.stdout, "crash", "RUNNING") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task crash still RUNNING after its shim died:\n%s", mustCtr(time.Minute, "task", "ls"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = ctr(time.Minute, "task", "delete", "crash") // may be gone already
+	mustCtr(time.Minute, "container", "delete", "crash")
+
 	// Nothing left: no VM in mvm's state, no shim process, no socket, no
 	// container disk, no QEMU.
 	waitGone(t, 20*time.Second, func() string {
@@ -336,7 +382,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 				left = append(left, "process: "+p)
 			}
 		}
-		if socks, _ := filepath.Glob("/run/containerd/s/mvm-*"); len(socks) > 0 {
+		if socks := newSockets(); len(socks) > 0 {
 			left = append(left, fmt.Sprintf("sockets: %v", socks))
 		}
 		if disks, _ := filepath.Glob(filepath.Join(dir, "state", "*", "*", "*", "mvm-rootfs.ext4")); len(disks) > 0 {
