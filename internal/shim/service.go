@@ -305,9 +305,31 @@ func (s *Service) reap(p *proc, stdout, stderr io.Closer) {
 		p.stdinR.Close()
 	}
 	p.exit(code)
-	s.cfg.Publisher.publish("/tasks/exit", &eventstypes.TaskExit{
-		ContainerID: p.id, ID: cmpStr(p.execID, p.id), Pid: p.pid, ExitStatus: code, ExitedAt: timestamppb.New(p.exitedAt),
-	})
+	s.publishExit(p)
+	if p.execID == "" {
+		// As in a container's pid namespace, the execs end with its init.
+		s.mu.Lock()
+		execs := make([]*proc, 0, len(s.execs))
+		for _, e := range s.execs {
+			execs = append(execs, e)
+		}
+		s.mu.Unlock()
+		for _, e := range execs {
+			e.mu.Lock()
+			if e.status == task.Status_RUNNING {
+				_ = e.p.Signal(syscall.SIGKILL)
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
+func (s *Service) publishExit(p *proc) {
+	p.mu.Lock()
+	ev := &eventstypes.TaskExit{ContainerID: p.id, ID: cmpStr(p.execID, p.id), Pid: p.pid,
+		ExitStatus: p.exitStatus, ExitedAt: timestamppb.New(p.exitedAt)}
+	p.mu.Unlock()
+	s.cfg.Publisher.publish("/tasks/exit", ev)
 }
 
 func (p *proc) exit(code uint32) {
@@ -418,6 +440,7 @@ func (s *Service) Kill(ctx context.Context, r *taskapi.KillRequest) (*emptypb.Em
 		case task.Status_CREATED:
 			if t == p {
 				t.exit(128 + r.Signal)
+				s.publishExit(t)
 			}
 		case task.Status_RUNNING:
 			if err := mp.Signal(syscall.Signal(r.Signal)); err != nil && t == p {

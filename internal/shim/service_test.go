@@ -194,6 +194,8 @@ func TestServiceLifecycle(t *testing.T) {
 	estdout, eout := fifo(t, t.TempDir(), "exec-out")
 	spec, _ := anypb.New(&anypb.Any{}) // any Any; the Value is what counts
 	spec.Value = []byte(`{"args":["exit","5"],"cwd":"/"}`)
+	sleepSpec, _ := anypb.New(&anypb.Any{})
+	sleepSpec.Value = []byte(`{"args":["sleep","600"],"cwd":"/"}`)
 	if _, err := s.Exec(ctx, &taskapi.ExecProcessRequest{ID: "c1", ExecID: "e1", Stdout: estdout, Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +235,18 @@ func TestServiceLifecycle(t *testing.T) {
 	default:
 	}
 
+	// An exec still running when the container's init ends ends with it.
+	if _, err := s.Exec(ctx, &taskapi.ExecProcessRequest{ID: "c1", ExecID: "e3", Spec: sleepSpec}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(ctx, &taskapi.StartRequest{ID: "c1", ExecID: "e3"}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.Kill(ctx, &taskapi.KillRequest{ID: "c1", Signal: uint32(syscall.SIGKILL)}); err != nil {
 		t.Fatal(err)
+	}
+	if w, err := s.Wait(ctx, &taskapi.WaitRequest{ID: "c1", ExecID: "e3"}); err != nil || w.ExitStatus != 137 {
+		t.Fatalf("exec after its init ended: %v %v", w, err)
 	}
 	w, err = s.Wait(ctx, &taskapi.WaitRequest{ID: "c1"})
 	if err != nil || w.ExitStatus != 137 {
