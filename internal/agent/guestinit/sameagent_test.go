@@ -23,8 +23,8 @@ func TestSameAgent(t *testing.T) {
 	}
 	text := filepath.Join(dir, "text")
 	os.WriteFile(text, []byte("#!/bin/sh\n"), 0o755)
-	goTool, _ := exec.LookPath("go") // another Go build
-	notGo, _ := exec.LookPath("true")                      // ELF, no Go build ID
+	goTool, _ := exec.LookPath("go")  // another Go build
+	notGo, _ := exec.LookPath("true") // ELF, no Go build ID
 
 	tests := []struct {
 		name string
