@@ -31,7 +31,7 @@ func newUninstallCommand(g *globals) *cobra.Command {
 		Long: `Remove exactly what mvm created, in this order: warm pools, every VM (its
 VMM, disks, TAPs and ports), every network (bridges, firewall rules, DNS
 servers, Docker networks), then the installed binaries (mvmctl,
-mvm-agent, mvm-supervisor and kept .prev copies). Images, templates,
+mvm-agent, mvm-supervisor, containerd-shim-mvm-v1 and kept .prev copies). Images, templates,
 snapshots, keys and config stay unless --purge, which also deletes mvm's
 cache, state, share and config directories. --dry-run lists it all and
 removes nothing. Asks first on a terminal; elsewhere needs --yes.`,

@@ -78,7 +78,7 @@ func newUpdateCommand(g *globals) *cobra.Command {
 	var url, dir string
 	cmd := &cobra.Command{
 		Use:   "update [--check] [--rollback]",
-		Short: "Replace mvmctl, mvm-agent and mvm-supervisor with the newest signed release",
+		Short: "Replace mvmctl, mvm-agent, mvm-supervisor (and the containerd shim, if installed) with the newest signed release",
 		Long: `Fetch the newest release from [update] url in config.toml (or --url), check
 its SHA256SUMS against the release key this build pins (or [update] key) and
 each binary against SHA256SUMS, then swap the installed binaries in one by

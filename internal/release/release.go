@@ -38,7 +38,8 @@ type Target struct {
 func (t Target) Name() string { return t.Cmd + "-" + t.GOOS + "-" + t.GOARCH }
 
 // Targets is everything a release ships: mvmctl for Linux and macOS on
-// amd64 and arm64; the guest agent and the supervisor only for Linux,
+// amd64 and arm64; the guest agent, the supervisor and the containerd
+// shim only for Linux,
 // where guests and the QEMU backend's supervisor run.
 func Targets() []Target {
 	var ts []Target
@@ -47,7 +48,7 @@ func Targets() []Target {
 			ts = append(ts, Target{"mvmctl", os, arch})
 		}
 	}
-	for _, cmd := range []string{"mvm-agent", "mvm-supervisor"} {
+	for _, cmd := range []string{"mvm-agent", "mvm-supervisor", "containerd-shim-mvm-v1"} {
 		for _, arch := range []string{"amd64", "arm64"} {
 			ts = append(ts, Target{cmd, "linux", arch})
 		}

@@ -219,7 +219,7 @@ func TestSums(t *testing.T) {
 
 func TestParseTargets(t *testing.T) {
 	all, err := ParseTargets("all")
-	if err != nil || len(all) != 8 {
+	if err != nil || len(all) != 10 {
 		t.Fatalf("all: %d targets, %v", len(all), err)
 	}
 	if _, err := ParseTargets("mvm-agent-darwin-arm64"); err == nil {

@@ -34,7 +34,7 @@ import (
 )
 
 // Binaries are the programs an installation holds, updated together.
-var Binaries = []string{"mvmctl", "mvm-agent", "mvm-supervisor"}
+var Binaries = []string{"mvmctl", "mvm-agent", "mvm-supervisor", "containerd-shim-mvm-v1"}
 
 // PrevSuffix marks the binary an update replaced, kept for Rollback.
 const PrevSuffix = ".prev"
