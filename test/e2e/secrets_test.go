@@ -161,11 +161,37 @@ func findOnHost(dirs []string, value string) []string {
 				return nil
 			}
 			seen[p] = true
-			if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(value)) {
+			if fileContains(p, []byte(value)) {
 				where = append(where, p)
 			}
 			return nil
 		})
 	}
 	return where
+}
+
+// fileContains scans p in blocks (disk images and RAM files are hundreds
+// of MiB: reading each whole kept GiBs in the test's heap), keeping the
+// last len(v)-1 bytes of each block so a match across blocks is found.
+func fileContains(p string, v []byte) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	buf := make([]byte, 0, 1<<20+len(v))
+	keep := len(v) - 1
+	for {
+		n, err := f.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if bytes.Contains(buf, v) {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		if len(buf) > keep {
+			buf = append(buf[:0], buf[len(buf)-keep:]...)
+		}
+	}
 }
