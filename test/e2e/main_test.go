@@ -154,20 +154,28 @@ func mvmWith(t *testing.T, timeout time.Duration, stdin string, env []string, ar
 	defer cancel()
 	cmd := exec.CommandContext(ctx, mvmctl, args...)
 	cmd.Env = append(append([]string(nil), baseEnv...), env...)
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
+	return runResult(t, ctx, cmd, timeout)
+}
+
+// runResult runs cmd, made with ctx, and keeps its streams and exit
+// status; it fails the test if cmd cannot run or ctx (timeout) ran out.
+func runResult(t *testing.T, ctx context.Context, cmd *exec.Cmd, timeout time.Duration) result {
+	t.Helper()
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
 	r := result{stdout: so.String(), stderr: se.String()}
+	name := filepath.Base(cmd.Path)
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("mvmctl %v: %v\n%s", args, err, r)
+		t.Fatalf("%s %v: %v\n%s", name, cmd.Args[1:], err, r)
 	}
 	if ctx.Err() != nil {
-		t.Fatalf("mvmctl %v: timed out after %s\n%s", args, timeout, r)
+		t.Fatalf("%s %v: timed out after %s\n%s", name, cmd.Args[1:], timeout, r)
 	}
 	return r
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -277,19 +276,7 @@ func (l *netLab) run(t *testing.T, timeout time.Duration, args ...string) result
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", l.argv(args)...)
 	cmd.Env = l.env
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	r := result{stdout: so.String(), stderr: se.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("mvmctl %v: %v\n%s", args, err, r)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("mvmctl %v: timed out after %s\n%s", args, timeout, r)
-	}
-	return r
+	return runResult(t, ctx, cmd, timeout)
 }
 
 // kill9 starts mvmctl in the host namespace and kills it with SIGKILL after d.

@@ -150,19 +150,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		c, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		cmd := exec.CommandContext(c, "ctr", append([]string{"--address", sock, "--namespace", "mvmtest"}, args...)...)
-		var so, se bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &so, &se
-		err := cmd.Run()
-		r := result{stdout: so.String(), stderr: se.String()}
-		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("ctr %v: %v\n%s", args, err, r)
-		}
-		if c.Err() != nil {
-			t.Fatalf("ctr %v: timed out after %s\n%s", args, timeout, r)
-		}
-		return r
+		return runResult(t, c, cmd, timeout)
 	}
 	mustCtr := func(timeout time.Duration, args ...string) result {
 		t.Helper()
