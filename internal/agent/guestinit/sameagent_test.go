@@ -27,20 +27,21 @@ func TestSameAgent(t *testing.T) {
 	notGo, _ := exec.LookPath("true") // ELF, no Go build ID
 
 	tests := []struct {
-		name string
-		path string
-		want bool
+		name  string
+		path  string
+		want  bool
+		needs string // the program the case is made of, when PATH lacks it
 	}{
-		{"the same binary", cp, true},
-		{"another Go binary", goTool, false},
-		{"a non-Go ELF", notGo, false},
-		{"not ELF", text, false},
-		{"missing", filepath.Join(dir, "none"), false},
+		{"the same binary", cp, true, ""},
+		{"another Go binary", goTool, false, "go on PATH"},
+		{"a non-Go ELF", notGo, false, "true (coreutils) on PATH"},
+		{"not ELF", text, false, ""},
+		{"missing", filepath.Join(dir, "none"), false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.path == "" {
-				t.Skip("not on this host")
+				t.Skip("needs " + tt.needs)
 			}
 			if got := sameAgent(self, tt.path); got != tt.want {
 				t.Fatalf("sameAgent(self, %s) = %v, want %v", tt.path, got, tt.want)
